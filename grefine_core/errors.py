@@ -1,0 +1,42 @@
+"""Error types. Each carries the exit code the CLI uses and a message meant for a person."""
+
+from __future__ import annotations
+
+
+class GRefineError(Exception):
+    """Base class. ``exit_code`` is what ``grefine`` returns (2 = bad usage/input, 1 = failed run)."""
+
+    exit_code = 1
+
+
+class UsageError(GRefineError):
+    """A bad argument, option or name (unknown preset, unknown plugin, bad flag value)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """An invalid configuration file, preset, environment variable or plugin setting."""
+
+
+class InputError(UsageError):
+    """An unusable input: unreadable image, empty prompt, a directory given as a file..."""
+
+
+class PluginError(GRefineError):
+    """A plugin failed to import, returned nothing, returned a malformed value, or raised."""
+
+    def __init__(self, message: str, plugin: str | None = None, slot: str | None = None):
+        super().__init__(message)
+        self.plugin = plugin
+        self.slot = slot
+
+
+class MissingWeightsError(GRefineError):
+    """Model weights are not on disk; the message says what to download and where to put it."""
+
+    exit_code = 2
+
+
+class OutputError(GRefineError):
+    """The output could not be written (directory not writable, disk full)."""

@@ -1,0 +1,217 @@
+"""Hook specifications: the contract between the core and every plugin.
+
+Each docstring is the contract. Rules that apply to every hook:
+
+* Implementations take any subset of the spec's parameters, by name, and never give a parameter a
+  default value (pluggy would silently never pass it; a meta-test enforces this).
+* Slot hooks are ``firstresult``. The core calls only the plugin that ``select`` names for the slot
+  (never "whichever registered last"), so returning ``None`` means "I do not handle this" and makes
+  the core raise a clear error naming the plugin and the slot.
+* Maps are float32 numpy arrays of shape ``(H, W)`` of the input image; the core validates shape,
+  dtype and finiteness of every map a plugin returns and names the plugin when one is wrong.
+* ``context`` is the :class:`grefine_core.context.RunContext` of the current image: settings,
+  device, seed, the shared model cache, a per-run cache and progress reporting.
+
+See ``docs/hooks.md`` for the same list with exact signatures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from grefine_core.markers import hookspec
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+    from pydantic import BaseModel
+
+    from grefine_core.config import GRefineConfig
+    from grefine_core.context import RunContext
+    from grefine_core.types import (
+        AlignmentResult,
+        MaskResult,
+        ParsedPrompt,
+        PerceptualResult,
+        StageOutput,
+        StageRecord,
+    )
+
+
+# --------------------------------------------------------------------------- set-up phase
+
+
+@hookspec(historic=True)
+def grefine_configure(config: GRefineConfig) -> None:
+    """Receive the validated configuration once, before the first run.
+
+    Historic: a plugin registered later still receives the call. Use it to read global settings
+    (device, dtype); heavy models should still be loaded lazily, on the first run that needs them.
+
+    :param config: the validated :class:`~grefine_core.config.GRefineConfig`.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def grefine_settings_models() -> dict[str, type[BaseModel]]:
+    """Declare the settings sections this plugin reads.
+
+    :returns: ``{section_name: PydanticModel}``. The core validates ``[plugins.<section_name>]`` of
+        the configuration against the model at start-up (``extra="forbid"`` is expected, so typos
+        fail loudly) and hands the instance out through ``context.settings(section_name)``. Two
+        plugins may declare the same section only with the same model class.
+    """
+
+
+# --------------------------------------------------------------------------- slot hooks
+
+
+@hookspec(firstresult=True)
+def grefine_perceptual_map(image: Image, context: RunContext) -> PerceptualResult | None:
+    """Slot ``perceptual``: the perceptual quality map P and score p (PQ-Map, paper Sec. 3.1).
+
+    :param image: the input image, RGB, at its (possibly downscaled) working size ``(W, H)``.
+    :param context: the run context.
+    :returns: a :class:`~grefine_core.types.PerceptualResult` with ``map`` of shape ``(H, W)`` in
+        [0, 1] (high = good) and ``score`` in [0, 1]; ``None`` means "not handled" (an error).
+        When the slot is disabled the core uses ``P = 1`` and ``p = 1``.
+    """
+
+
+@hookspec(firstresult=True)
+def grefine_parse_prompt(prompt: str, context: RunContext) -> ParsedPrompt | None:
+    """Slot ``parser``: split the prompt into phrases with head nouns and parents (paper Eq. 4, Alg. 1).
+
+    Only called when the alignment slot is active.
+
+    :param prompt: the prompt, as given (may be long, non-ASCII, or without any noun).
+    :param context: the run context (may be ``None`` when called from ``grefine parse``).
+    :returns: a :class:`~grefine_core.types.ParsedPrompt`; every span inside the prompt, parents
+        forming a forest. ``None`` means "not handled" (an error).
+    """
+
+
+@hookspec(firstresult=True)
+def grefine_alignment_map(
+    image: Image, parsed: ParsedPrompt, context: RunContext
+) -> AlignmentResult | None:
+    """Slot ``alignment``: the alignment defect map A_defect and score a (AQ-Map, paper Sec. 3.2).
+
+    :param image: the input image, RGB, working size.
+    :param parsed: the parser slot's output for the run's prompt.
+    :param context: the run context (image features cached by the perceptual slot are in
+        ``context.cache``).
+    :returns: an :class:`~grefine_core.types.AlignmentResult` with ``defect_map`` of shape
+        ``(H, W)`` in [0, 1]; ``None`` means "not handled" (an error). When the slot is disabled
+        there is no alignment term.
+    """
+
+
+@hookspec(firstresult=True)
+def grefine_fuse_masks(
+    perceptual: PerceptualResult,
+    alignment: AlignmentResult | None,
+    context: RunContext,
+) -> MaskResult | None:
+    """Slot ``fuser``: fuse P and A_defect into the refinement mask (paper Eq. 9).
+
+    :param perceptual: the PQ result, or the neutral ``P = 1`` stand-in when that slot is disabled
+        (``perceptual.neutral`` is then True).
+    :param alignment: the AQ result, or ``None`` when the alignment slot is disabled.
+    :param context: the run context.
+    :returns: a :class:`~grefine_core.types.MaskResult` (soft ``(H, W)`` in [0, 1], binary,
+        fraction); ``None`` means "not handled" (an error).
+    """
+
+
+@hookspec(firstresult=True)
+def grefine_refine_stage1(
+    image: Image,
+    mask: MaskResult,
+    perceptual: PerceptualResult,
+    alignment: AlignmentResult | None,
+    prompt: str,
+    context: RunContext,
+) -> StageOutput | None:
+    """Slot ``stage1``: masked refinement (SDXL inpainting by default, paper Eq. 10 first term).
+
+    Not called when the mask is empty or the image is high quality (the core records the skip).
+    Pixels outside ``mask.binary`` must stay identical to the input except in the feather band.
+
+    :param image: the input image, RGB, working size.
+    :param mask: the fused mask (never empty here).
+    :param perceptual: the PQ result (neutral when disabled).
+    :param alignment: the AQ result or ``None``; ``alignment.emphasis`` lists spans to weight.
+    :param prompt: the prompt.
+    :param context: the run context; report denoising steps with ``context.progress(i, n)``.
+    :returns: a :class:`~grefine_core.types.StageOutput` whose image has the input's size; ``None``
+        means "not handled" (an error).
+    """
+
+
+@hookspec(firstresult=True)
+def grefine_refine_stage2(image: Image, prompt: str, context: RunContext) -> StageOutput | None:
+    """Slot ``stage2``: mild global refinement (PASD by default, paper Eq. 10 second term).
+
+    :param image: the stage-1 output (or the input when stage 1 was skipped), RGB.
+    :param prompt: the prompt.
+    :param context: the run context.
+    :returns: a :class:`~grefine_core.types.StageOutput` of the same size; ``None`` means "not
+        handled" (an error). When the slot is disabled the stage-1 output is final.
+    """
+
+
+# --------------------------------------------------------------------------- observers
+
+
+@hookspec
+def grefine_run_start(context: RunContext) -> None:
+    """Observer: a run (one image) starts. ``context.item_name`` and ``context.seed`` are set.
+
+    :returns: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def grefine_run_end(context: RunContext, result: Any) -> None:
+    """Observer: a run ends. ``result`` is the :class:`~grefine_core.result.RefineResult`.
+
+    :returns: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def grefine_stage_start(context: RunContext, slot: str, plugin: str) -> None:
+    """Observer: the plugin ``plugin`` starts filling ``slot``.
+
+    :returns: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def grefine_stage_progress(context: RunContext, slot: str, step: int, total: int) -> None:
+    """Observer: ``step`` of ``total`` units (e.g. denoising steps) of ``slot`` are done.
+
+    :returns: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def grefine_stage_end(context: RunContext, record: StageRecord) -> None:
+    """Observer: a slot finished (ran, skipped or failed); ``record`` is its trace line.
+
+    :returns: nothing; the return value is ignored.
+    """
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@hookspec
+def grefine_metrics() -> list[Any]:
+    """Register image-quality metrics for ``grefine eval``.
+
+    :returns: a list of :class:`grefine_core.metrics.Metric` objects (name, direction, whether
+        it needs a mask / reference, a callable). Metrics whose weights are missing should still be
+        returned and report themselves unavailable with the reason.
+    """

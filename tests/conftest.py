@@ -1,0 +1,50 @@
+"""Shared pytest fixtures. Everything runs offline on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _shared(*parts: str) -> Path:
+    from grefine_core.shared_data import ENV_VAR, shared_path
+
+    p = shared_path(*parts)
+    if p is None:
+        pytest.skip(
+            f"shared reference data {'/'.join(parts)!r} not found: set {ENV_VAR} to the shared "
+            "folder (CI always has it beside the checkout)"
+        )
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared_root() -> Path:
+    """The shared folder (skips when absent)."""
+    return _shared()
+
+
+@pytest.fixture(scope="session")
+def clip_fixture_dir() -> Path:
+    return _shared("fixtures", "clip_surgery")
+
+
+@pytest.fixture(scope="session")
+def pasd_fixture_dir() -> Path:
+    return _shared("fixtures", "pasd")
+
+
+@pytest.fixture(scope="session")
+def pq_embeddings_dir() -> Path:
+    return _shared("data", "pq_embeddings")
+
+
+@pytest.fixture(scope="session")
+def parti_prompts_path() -> Path:
+    return _shared("data", "prompts", "PartiPrompts.tsv")
