@@ -1,0 +1,72 @@
+"""grefine_core: the small core of G-Refine (plugin host, configuration, pipeline facade, CLI).
+
+Importing it loads no torch, diffusers, spaCy or onnxruntime: those are imported by the plugins,
+inside the functions that need them.
+"""
+
+from grefine_core.config import GRefineConfig, load_config
+from grefine_core.errors import (
+    ConfigError,
+    GRefineError,
+    InputError,
+    MissingWeightsError,
+    OutputError,
+    PluginError,
+    UsageError,
+)
+from grefine_core.markers import hookimpl, hookspec
+from grefine_core.types import (
+    SLOTS,
+    AlignmentResult,
+    Emphasis,
+    MaskResult,
+    ParsedPrompt,
+    PerceptualResult,
+    Phrase,
+    PhraseAlignment,
+    StageOutput,
+    StageRecord,
+)
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The facade pulls in PIL and the plugin host; load it on first use.
+    if name == "GRefine":
+        from grefine_core.pipeline import GRefine
+
+        return GRefine
+    if name == "RefineResult":
+        from grefine_core.result import RefineResult
+
+        return RefineResult
+    raise AttributeError(f"module 'grefine_core' has no attribute {name!r}")
+
+
+__all__ = [
+    "SLOTS",
+    "AlignmentResult",
+    "ConfigError",
+    "Emphasis",
+    "GRefine",
+    "GRefineConfig",
+    "GRefineError",
+    "InputError",
+    "MaskResult",
+    "MissingWeightsError",
+    "OutputError",
+    "ParsedPrompt",
+    "PerceptualResult",
+    "Phrase",
+    "PhraseAlignment",
+    "PluginError",
+    "RefineResult",
+    "StageOutput",
+    "StageRecord",
+    "UsageError",
+    "hookimpl",
+    "hookspec",
+    "load_config",
+    "load_config",
+]

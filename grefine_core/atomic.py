@@ -1,0 +1,71 @@
+"""Atomic output: everything is written to a temporary folder beside the target, then moved.
+
+A failure while writing (disk full, permission) removes the temporary folder, so no partial file
+is ever left where a finished one is expected.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from grefine_core.errors import OutputError
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check that files can be created in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"output directory {str(path)!r} cannot be created: {e.strerror}") from None
+    if not path.is_dir():
+        raise OutputError(f"output path {str(path)!r} exists and is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory {str(path)!r} is not writable")
+    return path
+
+
+@contextmanager
+def staged_dir(target_dir: Path, label: str) -> Iterator[Path]:
+    """A temporary folder inside ``target_dir``; removed on any error (the error is re-raised)."""
+    ensure_writable_dir(target_dir)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{label}.", suffix=".tmp", dir=target_dir))
+    except OSError as e:
+        raise OutputError(f"cannot write in {str(target_dir)!r}: {e.strerror}") from None
+    try:
+        yield tmp
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise OutputError(f"writing results to {str(target_dir)!r} failed: {reason}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(staged: Path, final: Path) -> None:
+    """Move a staged file or folder to its final place, replacing an older result."""
+    if final.is_dir() and staged.is_dir():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file atomically (temporary file in the same folder, then ``os.replace``)."""
+    with staged_dir(path.parent, path.name) as tmp:
+        part = tmp / path.name
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, path)

@@ -1,0 +1,292 @@
+"""The ``grefine`` command line.
+
+Exit codes: 0 success, 2 bad usage or input, 1 a failed run. Errors are one clear message; add
+``--debug`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from grefine_core.errors import GRefineError, InputError, UsageError
+from grefine_core.types import SLOTS
+
+log = logging.getLogger("grefine")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` instead of exiting, so one handler prints errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--preset", help="preset name: paper (default), reference, tiny")
+    p.add_argument("--config", help="a TOML config file (overrides the preset)")
+    p.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="SLOT=PLUGIN",
+        help=f"plugin for a slot ({', '.join(SLOTS)}); PLUGIN 'none' skips the slot",
+    )
+    p.add_argument(
+        "--disable", action="append", default=[], metavar="PLUGIN", help="block a plugin (ablation)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, dotted, e.g. plugins.sdxl.steps=4",
+    )
+    p.add_argument("--seed", type=int, help="base seed (item i of a batch uses seed + i)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="torch device")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
+    p.add_argument("--no-maps", action="store_true", help="write only the image and the JSON")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="grefine", description="G-Refine: quality maps and refinement for AI-generated images.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    r = sub.add_parser("refine", help="find defects and refine images")
+    r.add_argument("images", nargs="*", metavar="IMAGE")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--prompt", help="the prompt the images were generated from")
+    g.add_argument("--prompt-file", help="CSV (image,prompt) or JSONL of a batch")
+    r.add_argument("--no-resume", action="store_true", help="recompute items whose JSON exists")
+    _common_run_options(r)
+
+    a = sub.add_parser("assess", help="quality maps and scores only, no refinement")
+    a.add_argument("images", nargs="+", metavar="IMAGE")
+    a.add_argument("--prompt", required=True)
+    _common_run_options(a)
+
+    pa = sub.add_parser("parse", help="show how a prompt is split into phrases")
+    pa.add_argument("text", metavar="TEXT")
+    pa.add_argument("--parser", default=None, help="parser plugin (default: the preset's)")
+    pa.add_argument("--preset", help="preset to take the parser from")
+    pa.add_argument("--json", action="store_true", help="machine-readable output")
+
+    pl = sub.add_parser("plugins", help="list plugins, their slots and status")
+    pl.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("presets", help="list presets or show one")
+    pr.add_argument("name", nargs="?")
+
+    ev = sub.add_parser("eval", help="evaluate refinement or assessment (see docs/evaluation.md)", add_help=False)
+    ev.add_argument("rest", nargs=argparse.REMAINDER)
+
+    ex = sub.add_parser("export-onnx", help="export CLIP Surgery encoders to ONNX", add_help=False)
+    ex.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+# ---------------------------------------------------------------------------- config from flags
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from grefine_core.config import deep_merge, dotted_to_nested, parse_scalar
+
+    out: dict[str, Any] = {}
+    select: dict[str, str] = {}
+    for item in args.select:
+        slot, sep, plugin = item.partition("=")
+        if not sep or not slot or not plugin:
+            raise UsageError(f"--select expects SLOT=PLUGIN, got {item!r}")
+        if slot not in SLOTS:
+            raise UsageError(f"--select {item!r}: unknown slot {slot!r}; valid slots: {', '.join(SLOTS)}")
+        select[slot] = plugin
+    if select:
+        out["select"] = select
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        out = deep_merge(out, dotted_to_nested(key, parse_scalar(value)))
+    for flag in ("seed", "device", "dtype"):
+        if getattr(args, flag, None) is not None:
+            out[flag] = getattr(args, flag)
+    return out
+
+
+def _config(args: argparse.Namespace):
+    from grefine_core.config import load_config
+
+    overrides = _overrides(args)
+    cfg = load_config(preset=args.preset, config_file=args.config, overrides=overrides)
+    if args.disable:
+        cfg.disable = list(dict.fromkeys([*cfg.disable, *args.disable]))
+    if getattr(args, "no_maps", False):
+        cfg.output.save_maps = False
+    return cfg
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _items(args: argparse.Namespace):
+    from grefine_core.manifest import read_manifest, unique_items
+
+    if getattr(args, "prompt_file", None):
+        if args.images:
+            raise UsageError("give images either as arguments with --prompt or in --prompt-file, not both")
+        return read_manifest(args.prompt_file)
+    if not args.images:
+        raise UsageError("no images given: pass IMAGE... with --prompt, or --prompt-file")
+    if args.prompt is None:
+        raise UsageError("--prompt is required when images are given as arguments (or use --prompt-file)")
+    if not args.prompt.strip():
+        raise InputError("--prompt is empty: give the prompt the image was generated from")
+    for image in args.images:
+        path = Path(image)
+        if path.is_dir():
+            raise InputError(f"image {image!r} is a directory, not an image file")
+        if not path.exists():
+            raise InputError(f"image {image!r} does not exist")
+    return unique_items([(Path(i), args.prompt) for i in args.images])
+
+
+def cmd_run(args: argparse.Namespace, mode: str) -> int:
+    from grefine_core.pipeline import GRefine
+    from grefine_core.progress import BatchProgress, StageProgressObserver
+    from grefine_core.result import PLUMBING_NOTICE
+
+    items = _items(args)
+    cfg = _config(args)
+    if cfg.plumbing_only and not args.quiet:
+        print(f"NOTE (preset {cfg.preset!r}): {PLUMBING_NOTICE}", file=sys.stderr)
+    observer = StageProgressObserver(enabled=not args.quiet)
+    pipeline = GRefine(cfg, observers=[observer])
+    progress = BatchProgress(len(items), enabled=not args.quiet and len(items) > 1)
+    report = pipeline.refine_many(
+        items, args.out, mode=mode, resume=not getattr(args, "no_resume", False), on_item=progress.update
+    )
+    progress.close()
+    counts = report.counts()
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            print(f"FAILED {outcome.item.image}: {outcome.error}", file=sys.stderr)
+        elif outcome.status == "done" and not args.quiet and outcome.result is None:
+            print(f"{outcome.item.name}: wrote {outcome.paths.get('image')} and {outcome.paths.get('json')}")
+    if not args.quiet:
+        print(
+            f"{counts['done']} done, {counts['resumed']} already done (resumed), {counts['failed']} failed"
+            f" -> {args.out}"
+        )
+    return 1 if counts["failed"] else 0
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from grefine_core.config import load_config
+    from grefine_core.pipeline import GRefine
+
+    overrides: dict[str, Any] = {"select": {s: "none" for s in SLOTS}}
+    cfg0 = load_config(preset=args.preset)
+    overrides["select"]["parser"] = args.parser or cfg0.select.get("parser", "nltk")
+    cfg = load_config(preset=args.preset, overrides=overrides)
+    pipeline = GRefine(cfg)
+    parsed = pipeline.parse(args.text)
+    if args.json:
+        print(json.dumps(parsed.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        from grefine_core.display import format_parsed
+
+        print(format_parsed(parsed))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from grefine_core.plugins import PluginHost
+
+    host = PluginHost()
+    infos = host.report()
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return 0
+    width = max((len(i.name) for i in infos), default=4)
+    for i in infos:
+        slots = ",".join(i.slots) or ("metrics" if "grefine_metrics" in i.hooks else "-")
+        status = i.status + (f" ({i.reason})" if i.reason and i.status != "loaded" else "")
+        print(f"{i.name:<{width}}  {slots:<22} {i.version or '-':<8} {i.source:<26} {status}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    from grefine_core.config import preset_data, preset_names
+
+    if args.name:
+        preset_data(args.name)  # validates the name
+        print((resources.files("grefine_core") / "presets" / f"{args.name}.toml").read_text("utf-8"))
+        return 0
+    for name in preset_names():
+        print(f"{name:<10} {preset_data(name).get('description', '')}")
+    return 0
+
+
+def cmd_delegate(module: str, args: argparse.Namespace) -> int:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise UsageError(f"this command needs {module} ({e})") from None
+    return int(mod.main(list(args.rest)) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``grefine`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    quiet = "-q" in argv or "--quiet" in argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else (logging.ERROR if quiet else logging.WARNING),
+        format="%(levelname)s: %(message)s",
+    )
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "refine":
+            return cmd_run(args, "refine")
+        if args.command == "assess":
+            return cmd_run(args, "assess")
+        if args.command == "parse":
+            return cmd_parse(args)
+        if args.command == "plugins":
+            return cmd_plugins(args)
+        if args.command == "presets":
+            return cmd_presets(args)
+        if args.command == "eval":
+            return cmd_delegate("grefine_metrics.eval_cli", args)
+        if args.command == "export-onnx":
+            return cmd_delegate("grefine_onnx.cli", args)
+        raise UsageError(f"unknown command {args.command!r}")
+    except GRefineError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user error: still no traceback without --debug
+        if debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Loading input images safely: clear errors, any mode converted to RGB, huge images downscaled."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from grefine_core.config import ImageSettings
+from grefine_core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageInfo:
+    """Where an input came from and what loading did to it."""
+
+    source: str
+    original_size: tuple[int, int]  # (W, H)
+    original_mode: str
+    size: tuple[int, int]  # (W, H) after loading
+    downscaled: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "original_size": list(self.original_size),
+            "original_mode": self.original_mode,
+            "size": list(self.size),
+            "downscaled": self.downscaled,
+        }
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: alpha over white, 16-bit and float scaled, palettes expanded."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr8 = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        arr8 = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def fit_within(image: Image.Image, max_side: int) -> tuple[Image.Image, bool]:
+    """Downscale so the longest side is at most ``max_side`` (aspect kept)."""
+    w, h = image.size
+    if max(w, h) <= max_side:
+        return image, False
+    scale = max_side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0), True
+
+
+def load_image(
+    source: str | os.PathLike[str] | Image.Image, settings: ImageSettings | None = None
+) -> tuple[Image.Image, ImageInfo]:
+    """Load an image from a path (or take a PIL image) as RGB within the configured limits.
+
+    :raises InputError: missing path, a directory, an empty or corrupt file, or an image with more
+        pixels than ``settings.max_pixels_hard`` (refused before decoding).
+    """
+    settings = settings or ImageSettings()
+    if isinstance(source, Image.Image):
+        original = source
+        label = "<in-memory image>"
+    else:
+        path = Path(source)
+        label = str(path)
+        if path.is_dir():
+            raise InputError(f"image {label!r} is a directory, not an image file")
+        if not path.exists():
+            raise InputError(f"image {label!r} does not exist")
+        if path.stat().st_size == 0:
+            raise InputError(f"image {label!r} is empty (0 bytes)")
+        original = _open_checked(path, settings)
+    w, h = original.size
+    if w * h > settings.max_pixels_hard:
+        raise InputError(
+            f"image {label!r} is {w}x{h} ({w * h:,} pixels), more than the limit of "
+            f"{settings.max_pixels_hard:,} (image.max_pixels_hard); downscale it first"
+        )
+    mode = original.mode
+    if original.format == "JPEG" and max(w, h) > settings.max_side:
+        original.draft("RGB", (settings.max_side, settings.max_side))  # decode at reduced scale
+    try:
+        rgb = to_rgb(original)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"image {label!r} could not be decoded: {e}") from None
+    rgb, downscaled = fit_within(rgb, settings.max_side)
+    if downscaled:
+        log.warning(
+            "image %s is %dx%d; downscaled to %dx%d (image.max_side = %d)",
+            label, w, h, *rgb.size, settings.max_side,
+        )
+    return rgb, ImageInfo(label, (w, h), mode, rgb.size, downscaled)
+
+
+def _open_checked(path: Path, settings: ImageSettings) -> Image.Image:
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = settings.max_pixels_hard  # our own limit replaces PIL's bomb check
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            w, h = image.size
+            if w * h > settings.max_pixels_hard:
+                return image  # refused by the caller with a clear message, never decoded
+            image.load()
+            return image
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"image {str(path)!r} has more pixels than the limit of {settings.max_pixels_hard:,} "
+            "(image.max_pixels_hard); downscale it first"
+        ) from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"image {str(path)!r} is not a readable image (unknown or corrupt format)"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"image {str(path)!r} is corrupt or truncated: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous

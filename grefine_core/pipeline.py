@@ -1,0 +1,325 @@
+"""The typed facade: ``GRefine(config).refine(image, prompt)`` and ``.assess(image, prompt)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+
+from grefine_core import validation
+from grefine_core.config import GRefineConfig, format_validation_error, load_config
+from grefine_core.context import ModelCache, RunContext
+from grefine_core.errors import ConfigError, GRefineError, InputError, PluginError
+from grefine_core.imageio import load_image
+from grefine_core.plugins import PluginHost, validate_names
+from grefine_core.result import PLUMBING_NOTICE, RefineResult
+from grefine_core.types import SLOTS, PerceptualResult, StageRecord
+
+log = logging.getLogger(__name__)
+
+ImageLike = str | os.PathLike[str] | Image.Image
+
+
+class GRefine:
+    """A configured G-Refine pipeline. It owns its plugin manager and its loaded models.
+
+    :param config: the configuration (default: the ``paper`` preset plus ``GREFINE_*`` variables).
+    :param extra_plugins: ``{name: plugin_object}`` to register besides the entry points.
+    :param observers: objects with observer hookimpls (progress bars, loggers); not selectable.
+    """
+
+    def __init__(
+        self,
+        config: GRefineConfig | None = None,
+        *,
+        extra_plugins: Mapping[str, Any] | None = None,
+        observers: Iterable[Any] = (),
+    ) -> None:
+        self.config = config if config is not None else load_config()
+        self.host = PluginHost(
+            disable=self.config.disable,
+            strict=self.config.strict_plugins,
+            extra_plugins=extra_plugins,
+        )
+        for i, observer in enumerate(observers):
+            self.host.pm.register(observer, name=f"observer-{i}-{type(observer).__name__}")
+        validate_names(
+            [n for n in self.config.select.values() if n != "none"], "select", self.host.known
+        )
+        self.plugin_settings = self._validate_plugin_settings()
+        self.models = ModelCache()
+        self._slots = {slot: self._resolve_slot(slot) for slot in SLOTS}
+        self.host.hook.grefine_configure.call_historic(kwargs={"config": self.config})
+        if self.config.plumbing_only:
+            log.warning("preset %r: %s", self.config.preset, PLUMBING_NOTICE)
+
+    # ------------------------------------------------------------------ set-up
+    def _validate_plugin_settings(self) -> dict[str, BaseModel]:
+        models = self.host.settings_models()
+        settings: dict[str, BaseModel] = {}
+        for section, model in models.items():
+            raw = self.config.plugins.get(section, {})
+            try:
+                settings[section] = model.model_validate(raw)
+            except ValidationError as e:
+                raise ConfigError(
+                    f"invalid settings in [plugins.{section}]:\n{format_validation_error(e)}"
+                ) from None
+        unknown = sorted(set(self.config.plugins) - set(models))
+        if unknown:
+            log.debug("settings sections read by no loaded plugin (ignored): %s", unknown)
+        return settings
+
+    def _resolve_slot(self, slot: str) -> tuple[str | None, Any]:
+        """``(plugin, caller)`` for an active slot, ``(None, reason)`` for a skipped one."""
+        name = self.config.select.get(slot)
+        if not name or name == "none":
+            return None, "no plugin selected for this slot"
+        if name in self.config.disable:
+            return None, f"plugin {name!r} is disabled"
+        return name, self.host.slot_caller(slot, name)
+
+    def slot_plugin(self, slot: str) -> str | None:
+        """The plugin that fills ``slot``, or ``None`` when the slot is skipped."""
+        return self._slots[slot][0]
+
+    # ------------------------------------------------------------------ public API
+    def refine(
+        self, image: ImageLike, prompt: str, *, name: str | None = None, seed: int | None = None
+    ) -> RefineResult:
+        """Assess and refine one image. See :class:`~grefine_core.result.RefineResult`."""
+        return self._run(image, prompt, name=name, seed=seed, mode="refine")
+
+    def assess(
+        self, image: ImageLike, prompt: str, *, name: str | None = None, seed: int | None = None
+    ) -> RefineResult:
+        """Quality maps and scores only: perceptual, parser, alignment and fuser; no refinement."""
+        return self._run(image, prompt, name=name, seed=seed, mode="assess")
+
+    def refine_many(
+        self,
+        items: Iterable[Any],
+        out_dir: str | os.PathLike[str] | None = None,
+        *,
+        mode: str = "refine",
+        resume: bool = True,
+        keep_results: bool = False,
+        on_item: Any = None,
+    ) -> Any:
+        """Run many items with the models loaded once; a failing item does not stop the batch.
+
+        :param items: :class:`~grefine_core.manifest.BatchItem` s or ``(image, prompt)`` pairs.
+        :param out_dir: save each result there (resumable on ``<name>.json``); ``None`` keeps them
+            in memory.
+        :returns: a :class:`~grefine_core.batch.BatchReport`.
+        """
+        from grefine_core.batch import run_batch
+        from grefine_core.manifest import BatchItem, unique_items
+
+        listed = list(items)
+        if all(isinstance(i, BatchItem) for i in listed):
+            batch = listed
+        else:
+            batch = unique_items([(Path(str(img)), prompt) for img, prompt in listed])
+        return run_batch(
+            self, batch, out_dir, mode=mode, resume=resume, keep_results=keep_results,
+            on_item=on_item,
+        )
+
+    def parse(self, prompt: str) -> Any:
+        """Run only the parser slot on ``prompt``."""
+        ctx = self._context(seed=self.config.seed, name="prompt", prompt=prompt)
+        return self._call_slot("parser", ctx, [], prompt=prompt, context=ctx)
+
+    # ------------------------------------------------------------------ the run
+    def _context(self, seed: int, name: str, prompt: str) -> RunContext:
+        return RunContext(
+            config=self.config,
+            models=self.models,
+            plugin_settings=self.plugin_settings,
+            seed=seed,
+            item_name=name,
+            prompt=prompt,
+            _progress=self._on_progress,
+        )
+
+    def _on_progress(self, slot: str, step: int, total: int) -> None:
+        ctx = self._current
+        self.host.hook.grefine_stage_progress(context=ctx, slot=slot, step=step, total=total)
+
+    def _run(
+        self, image: ImageLike, prompt: str, *, name: str | None, seed: int | None, mode: str
+    ) -> RefineResult:
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+        img, info = load_image(image, self.config.image)
+        if name is None:
+            name = Path(str(image)).stem if not isinstance(image, Image.Image) else "image"
+        run_seed = self.config.seed if seed is None else int(seed)
+        ctx = self._context(run_seed, name, prompt)
+        self._current = ctx
+        trace: list[StageRecord] = []
+        shape = (img.height, img.width)
+        self.host.hook.grefine_run_start(context=ctx)
+
+        perceptual = self._call_slot("perceptual", ctx, trace, image=img, context=ctx)
+        if perceptual is None:
+            perceptual = PerceptualResult.neutral_for(*shape)
+
+        parsed = alignment = None
+        if not prompt.strip():
+            for slot in ("parser", "alignment"):
+                self._skip(slot, ctx, trace, "empty prompt: no alignment term")
+        elif self.slot_plugin("alignment") is None:
+            self._skip("parser", ctx, trace, "alignment slot inactive: nothing to parse for")
+            self._skip("alignment", ctx, trace, self._slots["alignment"][1])
+        else:
+            parsed = self._call_slot("parser", ctx, trace, prompt=prompt, context=ctx)
+            if parsed is None:
+                self._skip("alignment", ctx, trace, "parser slot inactive")
+            else:
+                alignment = self._call_slot(
+                    "alignment", ctx, trace, image=img, parsed=parsed, context=ctx
+                )
+
+        mask = self._call_slot(
+            "fuser", ctx, trace, perceptual=perceptual, alignment=alignment, context=ctx
+        )
+
+        current = img
+        reason = self._stage1_skip_reason(mode, mask, perceptual, alignment)
+        if reason:
+            self._skip("stage1", ctx, trace, reason)
+        else:
+            out = self._call_slot(
+                "stage1",
+                ctx,
+                trace,
+                image=img,
+                mask=mask,
+                perceptual=perceptual,
+                alignment=alignment,
+                prompt=prompt,
+                context=ctx,
+            )
+            if out is not None:
+                current = out.image
+        if mode == "assess":
+            self._skip("stage2", ctx, trace, "assess only")
+        else:
+            out = self._call_slot("stage2", ctx, trace, image=current, prompt=prompt, context=ctx)
+            if out is not None:
+                current = out.image
+
+        result = RefineResult(
+            image=current,
+            input_image=img,
+            prompt=prompt,
+            perceptual=perceptual,
+            parsed=parsed,
+            alignment=alignment,
+            mask=mask,
+            trace=trace,
+            seed=run_seed,
+            item_name=name,
+            preset=self.config.preset,
+            select={s: (self.slot_plugin(s) or "none") for s in SLOTS},
+            disable=list(self.config.disable),
+            plumbing_only=self.config.plumbing_only,
+            input_info=info,
+            mode=mode,
+        )
+        self.host.hook.grefine_run_end(context=ctx, result=result)
+        return result
+
+    def _stage1_skip_reason(self, mode, mask, perceptual, alignment) -> str | None:
+        if mode == "assess":
+            return "assess only"
+        if mask is None:
+            return "no mask: fuser slot inactive"
+        if mask.empty:
+            return "empty mask: nothing to refine"
+        bounds = self.config.hq_skip
+        a = 1.0 if alignment is None else alignment.score
+        if perceptual.score >= bounds.p_bound and a >= bounds.a_bound:
+            return (
+                f"high-quality image: p={perceptual.score:.3f} >= {bounds.p_bound} and "
+                f"a={a:.3f} >= {bounds.a_bound} (hq_skip)"
+            )
+        return None
+
+    def _skip(self, slot: str, ctx: RunContext, trace: list[StageRecord], reason: str) -> None:
+        record = StageRecord(slot, self.slot_plugin(slot), None, "skipped", reason=reason)
+        if record.plugin:
+            record.version = self.host.plugin_version(record.plugin)
+        trace.append(record)
+        self.host.hook.grefine_stage_end(context=ctx, record=record)
+
+    def _call_slot(self, slot: str, ctx: RunContext, trace: list[StageRecord], **kwargs: Any) -> Any:
+        name, caller = self._slots[slot]
+        if name is None:
+            self._skip(slot, ctx, trace, caller)
+            return None
+        record = StageRecord(slot, name, self.host.plugin_version(name), "ran", seed=ctx.seed)
+        ctx.slot = slot
+        self.host.hook.grefine_stage_start(context=ctx, slot=slot, plugin=name)
+        start = time.perf_counter()
+        try:
+            value = caller(**kwargs)
+            if value is None:
+                raise PluginError(
+                    f"plugin {name!r} returned nothing for slot {slot!r} (its hook returned None)",
+                    plugin=name,
+                    slot=slot,
+                )
+            value = self._validate(slot, name, value, kwargs)
+        except Exception as e:
+            record.status, record.seconds = "failed", time.perf_counter() - start
+            record.reason = f"{type(e).__name__}: {e}"
+            trace.append(record)
+            self.host.hook.grefine_stage_end(context=ctx, record=record)
+            error = _attribute(e, name, slot)
+            if error is e:
+                raise
+            raise error from e
+        finally:
+            ctx.slot = None
+        record.seconds = time.perf_counter() - start
+        record.info = dict(getattr(value, "info", {}) or {})
+        trace.append(record)
+        self.host.hook.grefine_stage_end(context=ctx, record=record)
+        return value
+
+    def _validate(self, slot: str, name: str, value: Any, kwargs: dict[str, Any]) -> Any:
+        image = kwargs.get("image")
+        if slot == "perceptual":
+            return validation.check_perceptual(value, (image.height, image.width), name)
+        if slot == "alignment":
+            return validation.check_alignment(value, (image.height, image.width), name)
+        if slot == "fuser":
+            shape = kwargs["perceptual"].map.shape
+            return validation.check_mask(value, tuple(shape), name)
+        if slot in ("stage1", "stage2"):
+            return validation.check_stage(value, image.size, name, slot)
+        return value
+
+
+def _attribute(error: Exception, plugin: str, slot: str) -> GRefineError:
+    """Name the plugin and slot in an error raised inside a plugin."""
+    if isinstance(error, PluginError) and error.plugin:
+        return error
+    if isinstance(error, GRefineError):
+        error.args = (f"plugin {plugin!r} (slot {slot!r}): {error}",)
+        error.plugin, error.slot = plugin, slot  # type: ignore[attr-defined]
+        return error
+    return PluginError(
+        f"plugin {plugin!r} failed in slot {slot!r}: {type(error).__name__}: {error}",
+        plugin=plugin,
+        slot=slot,
+    )

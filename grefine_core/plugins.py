@@ -1,0 +1,230 @@
+"""Plugin discovery and slot selection.
+
+Every plugin, the defaults included, comes in through the ``grefine`` entry-point group, exactly as a
+third-party one would. Entry points are loaded one at a time: a plugin that fails to import is
+reported by name and skipped (``strict`` re-raises). Disabled plugins are blocked *before* import,
+so a disabled plugin costs nothing. There is no module-level plugin manager: each
+:class:`PluginHost` owns its own.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import logging
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pluggy
+
+from grefine_core import hookspecs
+from grefine_core.errors import ConfigError, PluginError, UsageError
+from grefine_core.markers import PROJECT_NAME
+from grefine_core.types import SLOTS
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "grefine"
+CORE_DISTRIBUTION = "grefine"
+
+#: The hook that fills each slot.
+SLOT_HOOKS: dict[str, str] = {
+    "perceptual": "grefine_perceptual_map",
+    "parser": "grefine_parse_prompt",
+    "alignment": "grefine_alignment_map",
+    "fuser": "grefine_fuse_masks",
+    "stage1": "grefine_refine_stage1",
+    "stage2": "grefine_refine_stage2",
+}
+assert tuple(SLOT_HOOKS) == SLOTS
+
+#: Plugins registered in-process for tests (see :func:`grefine_core.testing.registered_plugin`).
+_EXTRA_PLUGINS: dict[str, Any] = {}
+
+
+@dataclass
+class PluginInfo:
+    """What ``grefine plugins`` shows about one plugin."""
+
+    name: str
+    module: str
+    source: str
+    version: str | None
+    status: str  # "loaded" | "disabled" | "failed"
+    reason: str | None = None
+    slots: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _entry_points() -> list[md.EntryPoint]:
+    eps = md.entry_points(group=ENTRY_POINT_GROUP)
+    seen: dict[str, md.EntryPoint] = {}
+    for ep in eps:
+        seen.setdefault(ep.name, ep)  # an editable + a regular install can list a name twice
+    return sorted(seen.values(), key=lambda e: e.name)
+
+
+def _ep_source(ep: md.EntryPoint) -> tuple[str, str | None]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "entry point", None
+    name = dist.metadata["Name"]
+    if name == CORE_DISTRIBUTION:
+        return "builtin", dist.version
+    return f"entry point ({name})", dist.version
+
+
+def known_plugin_names() -> list[str]:
+    """Names of every plugin that could be loaded (entry points and in-process registrations)."""
+    return sorted({ep.name for ep in _entry_points()} | set(_EXTRA_PLUGINS))
+
+
+def validate_names(names: Iterable[str], what: str, known: Iterable[str]) -> None:
+    """Raise :class:`UsageError` when a name in ``names`` is not a known plugin."""
+    known_set = set(known)
+    for name in names:
+        if name not in known_set:
+            raise UsageError(
+                f"unknown plugin {name!r} in {what}; known plugins: {', '.join(sorted(known_set))}"
+            )
+
+
+class PluginHost:
+    """Owns one pluggy ``PluginManager``: discovers, blocks, loads and validates plugins.
+
+    :param disable: plugin names to block before import.
+    :param strict: re-raise a plugin's import error instead of reporting and skipping it.
+    :param extra_plugins: ``{name: plugin_object}`` registered besides the entry points.
+    """
+
+    def __init__(
+        self,
+        disable: Iterable[str] = (),
+        strict: bool = False,
+        extra_plugins: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        extras = {**_EXTRA_PLUGINS, **(extra_plugins or {})}
+        eps = _entry_points()
+        self.known = sorted({ep.name for ep in eps} | set(extras))
+        disabled = list(dict.fromkeys(disable))
+        validate_names(disabled, "disable", self.known)
+        for name in disabled:
+            self.pm.set_blocked(name)
+
+        for ep in eps:
+            if ep.name in extras:
+                continue  # an in-process registration overrides an entry point of the same name
+            source, version = _ep_source(ep)
+            info = PluginInfo(ep.name, ep.value, source, version, "loaded")
+            self.infos[ep.name] = info
+            if ep.name in disabled:
+                info.status, info.reason = "disabled", "disabled by configuration"
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as e:  # noqa: BLE001 - any import error of a third-party plugin
+                if strict:
+                    raise PluginError(
+                        f"plugin {ep.name!r} ({ep.value}) failed to import: {e}", plugin=ep.name
+                    ) from e
+                info.status, info.reason = "failed", f"{type(e).__name__}: {e}"
+                log.warning("plugin %r (%s) failed to import and was skipped: %s", ep.name, ep.value, e)
+                log.debug("%s", traceback.format_exc())
+                continue
+            self._register(ep.name, plugin, info)
+
+        for name, plugin in extras.items():
+            module = getattr(plugin, "__name__", type(plugin).__name__)
+            version = getattr(plugin, "__version__", None)
+            info = PluginInfo(name, str(module), "registered", version, "loaded")
+            self.infos[name] = info
+            if name in disabled:
+                info.status, info.reason = "disabled", "disabled by configuration"
+                continue
+            self._register(name, plugin, info)
+
+        self._check_pending()
+
+    def _register(self, name: str, plugin: Any, info: PluginInfo) -> None:
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as e:
+            raise PluginError(f"plugin {name!r} is invalid: {e}", plugin=name) from None
+        hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+        info.hooks = hooks
+        info.slots = [slot for slot, hook in SLOT_HOOKS.items() if hook in hooks]
+
+    def _check_pending(self) -> None:
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as e:
+            name = self.pm.get_name(e.plugin) if e.plugin is not None else None
+            raise PluginError(
+                f"plugin {name!r} implements a hook that does not exist: {e}", plugin=name
+            ) from None
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def hook(self) -> Any:
+        """The pluggy hook relay (for observer hooks, called on every plugin)."""
+        return self.pm.hook
+
+    def is_loaded(self, name: str) -> bool:
+        return self.infos.get(name) is not None and self.infos[name].status == "loaded"
+
+    def implementers(self, slot: str) -> list[str]:
+        """Loaded plugins that implement ``slot``."""
+        return sorted(n for n, i in self.infos.items() if i.status == "loaded" and slot in i.slots)
+
+    def plugin_version(self, name: str) -> str | None:
+        info = self.infos.get(name)
+        return info.version if info else None
+
+    def slot_caller(self, slot: str, name: str) -> Any:
+        """A hook caller for ``slot`` that calls only plugin ``name`` (never "the last registered")."""
+        if slot not in SLOT_HOOKS:
+            raise UsageError(f"unknown slot {slot!r}; valid slots: {', '.join(SLOTS)}")
+        validate_names([name], f"select {slot}=", self.known)
+        info = self.infos[name]
+        if info.status == "failed":
+            raise PluginError(
+                f"plugin {name!r} selected for slot {slot!r} failed to load: {info.reason}",
+                plugin=name,
+                slot=slot,
+            )
+        if slot not in info.slots:
+            raise UsageError(
+                f"plugin {name!r} does not implement slot {slot!r}; plugins that do: "
+                f"{', '.join(self.implementers(slot)) or '(none loaded)'}"
+            )
+        keep = self.pm.get_plugin(name)
+        others = [p for _, p in self.pm.list_name_plugin() if p is not keep]
+        return self.pm.subset_hook_caller(SLOT_HOOKS[slot], remove_plugins=others)
+
+    def settings_models(self) -> dict[str, type]:
+        """``{section: model}`` declared by the loaded plugins; a clash between two plugins is an error."""
+        models: dict[str, type] = {}
+        owners: dict[str, str] = {}
+        for impl in self.pm.hook.grefine_settings_models.get_hookimpls():
+            declared = impl.function() or {}
+            for section, model in declared.items():
+                if section in models and models[section] is not model:
+                    raise ConfigError(
+                        f"plugins {owners[section]!r} and {impl.plugin_name!r} both declare "
+                        f"settings section [plugins.{section}] with different models"
+                    )
+                models[section] = model
+                owners[section] = impl.plugin_name
+        return models
+
+    def report(self) -> list[PluginInfo]:
+        """Every known plugin with its status, for ``grefine plugins``."""
+        return [self.infos[n] for n in sorted(self.infos)]

@@ -1,0 +1,76 @@
+"""Configuration: presets, precedence, validation errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from grefine_core.config import env_overrides, load_config, preset_names
+from grefine_core.errors import ConfigError
+
+
+def test_shipped_presets_load_and_validate():
+    assert {"paper", "reference", "tiny"} <= set(preset_names())
+    for name in preset_names():
+        cfg = load_config(preset=name, environ={})
+        assert cfg.preset == name
+    assert load_config(preset="tiny", environ={}).plumbing_only is True
+    assert load_config(preset="paper", environ={}).plumbing_only is False
+
+
+def test_unknown_preset_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'; valid presets: paper, reference, tiny"):
+        load_config(preset="nope", environ={})
+
+
+def test_precedence_preset_file_env_flags(tmp_path):
+    user = tmp_path / "user.toml"
+    user.write_text('seed = 5\ndevice = "cpu"\n[plugins.sdxl]\nsteps = 7\n[plugins.pasd]\nsteps = 3\n')
+    cfg = load_config(preset="paper", config_file=user, environ={})
+    assert cfg.seed == 5 and cfg.plugins["sdxl"]["steps"] == 7
+    env = {"GREFINE_SEED": "6", "GREFINE_PLUGINS__SDXL__STEPS": "8"}
+    cfg = load_config(preset="paper", config_file=user, environ=env)
+    assert cfg.seed == 6 and cfg.plugins["sdxl"]["steps"] == 8 and cfg.plugins["pasd"]["steps"] == 3
+    cfg = load_config(preset="paper", config_file=user, environ=env, overrides={"seed": 9})
+    assert cfg.seed == 9
+    # Untouched preset keys survive the merges.
+    assert cfg.plugins["sdxl"]["guidance_scale"] == 7.5
+
+
+def test_user_file_can_start_from_another_preset(tmp_path):
+    user = tmp_path / "mine.toml"
+    user.write_text('preset = "reference"\nseed = 1\n')
+    cfg = load_config(config_file=user, environ={})
+    assert cfg.preset == "reference" and cfg.select["fuser"] == "mask_reference" and cfg.seed == 1
+
+
+def test_env_overrides_parse_types_and_ignore_unrelated_names():
+    env = {
+        "GREFINE_DISABLE": "pasd, clip_pq",
+        "GREFINE_HQ_SKIP__P_BOUND": "0.5",
+        "GREFINE_SHARED_DIR": "/somewhere",
+        "OTHER": "x",
+    }
+    out = env_overrides(env)
+    assert out == {"disable": ["pasd", "clip_pq"], "hq_skip": {"p_bound": 0.5}}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("sed = 1\n", r"sed: Extra inputs are not permitted"),
+        ('device = "tpu"\n', r"device: Input should be 'cpu' or 'cuda'"),
+        ("[select]\nstage3 = 'x'\n", r"unknown slot\(s\) \['stage3'\]"),
+        ("seed = [\n", r"is not valid TOML"),
+    ],
+)
+def test_bad_config_files_name_the_problem(tmp_path, content, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(preset="paper", config_file=f, environ={})
+    assert "bad.toml" in str(info.value) or "config file" in str(info.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match=r"config file '/no/such.toml' does not exist"):
+        load_config(config_file="/no/such.toml", environ={})

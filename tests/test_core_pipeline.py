@@ -1,0 +1,284 @@
+"""The pipeline facade with fake plugins: flow, ablations, validation, results on disk."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from grefine_core.errors import InputError, OutputError, PluginError
+from grefine_core.markers import hookimpl
+from grefine_core.pipeline import GRefine
+from grefine_core.testing import (
+    RaisingPlugin,
+    fake_config,
+    fake_plugins,
+    make_test_image,
+)
+from grefine_core.types import MaskResult, PerceptualResult
+
+PROMPT = "a red cat and a missing"  # the fake AQ flags the noun "missing" as absent
+
+
+def run(select=None, disable=None, extra=None, prompt=PROMPT, image=None, mode="refine", **fields):
+    cfg = fake_config(select=select, disable=disable, **fields)
+    pipe = GRefine(cfg, extra_plugins={**fake_plugins(), **(extra or {})})
+    img = image if image is not None else make_test_image()
+    return getattr(pipe, mode)(img, prompt)
+
+
+def statuses(result):
+    return {r.slot: r.status for r in result.trace}
+
+
+def test_full_run_fills_every_slot_in_order():
+    r = run()
+    assert [t.slot for t in r.trace] == ["perceptual", "parser", "alignment", "fuser", "stage1", "stage2"]
+    assert set(statuses(r).values()) == {"ran"}
+    assert [t.plugin for t in r.trace] == [
+        "fake_pq", "fake_parser", "fake_aq", "fake_fuser", "fake_stage1", "fake_stage2",
+    ]
+    assert r.P.shape == (48, 64) and r.A_defect.shape == (48, 64)
+    assert r.mask.binary.any() and 0 < r.mask.fraction < 1
+    assert r.image.size == (64, 48) and r.refined
+    assert all(t.seed == 0 for t in r.trace if t.status == "ran")
+
+
+@pytest.mark.parametrize(
+    "disable, expect_skipped",
+    [
+        (["fake_pq"], {"perceptual"}),
+        (["fake_aq"], {"parser", "alignment"}),
+        (["fake_stage2"], {"stage2"}),
+        (["fake_pq", "fake_stage2"], {"perceptual", "stage2"}),
+    ],
+)
+def test_ablation_by_disable_records_skips(disable, expect_skipped):
+    r = run(disable=disable)
+    skipped = {s for s, st in statuses(r).items() if st == "skipped"}
+    assert skipped == expect_skipped
+    if "perceptual" in expect_skipped:
+        assert r.perceptual.neutral and r.p == 1.0 and (r.P == 1).all()
+    if "alignment" in expect_skipped:
+        assert r.alignment is None and r.a is None
+    if "stage2" in expect_skipped:
+        # stage-1 output is final: masked pixels brightened, others untouched (no +1 of stage 2)
+        src = np.asarray(make_test_image())
+        out = np.asarray(r.image)
+        assert (out[~r.mask.binary] == src[~r.mask.binary]).all()
+
+
+def test_no_pq_means_p_equals_one_in_the_fuser():
+    seen = {}
+
+    class Spy:
+        @hookimpl
+        def grefine_fuse_masks(self, perceptual, alignment, context):
+            seen["P"] = perceptual.map.copy()
+            seen["alignment"] = alignment
+            b = np.zeros(perceptual.map.shape, bool)
+            return MaskResult(b.astype(np.float32), b, 0.0)
+
+    r = run(select={"fuser": "spy"}, disable=["fake_pq", "fake_aq"], extra={"spy": Spy()})
+    assert (seen["P"] == 1).all() and seen["alignment"] is None
+    assert r.stage("stage1").status == "skipped" and "empty mask" in r.stage("stage1").reason
+
+
+def test_select_swaps_the_plugin_and_the_trace_names_it():
+    class OtherStage2:
+        @hookimpl
+        def grefine_refine_stage2(self, image, context):
+            from grefine_core.types import StageOutput
+
+            return StageOutput(image, {"other": True})
+
+    r = run(select={"stage2": "other"}, extra={"other": OtherStage2()})
+    rec = r.stage("stage2")
+    assert rec.plugin == "other" and rec.info == {"other": True}
+
+
+def test_select_none_skips_a_slot():
+    r = run(select={"stage1": "none"})
+    assert r.stage("stage1").status == "skipped" and "no plugin selected" in r.stage("stage1").reason
+
+
+def test_hq_image_skips_stage1_with_the_reason():
+    bright = Image.new("RGB", (32, 32), (250, 250, 250))
+    r = run(image=bright, prompt="a red cat")
+    rec = r.stage("stage1")
+    assert rec.status == "skipped" and "empty mask" in rec.reason
+    cfg_fields = {"hq_skip": {"p_bound": 0.0, "a_bound": 0.0}}
+    from grefine_core.config import HQSkipSettings
+
+    r = run(hq_skip=HQSkipSettings(**cfg_fields["hq_skip"]))
+    rec = r.stage("stage1")
+    assert rec.status == "skipped" and rec.reason.startswith("high-quality image: p=")
+
+
+def test_assess_runs_no_refiner():
+    r = run(mode="assess")
+    assert r.stage("stage1").reason == "assess only" and r.stage("stage2").reason == "assess only"
+    assert r.image is r.input_image and not r.refined
+
+
+def test_empty_prompt_skips_alignment_with_a_reason():
+    r = run(prompt="   ")
+    assert r.stage("alignment").status == "skipped" and "empty prompt" in r.stage("alignment").reason
+
+
+def test_long_and_non_ascii_prompts_run():
+    r = run(prompt="ein roter Kater 🐱 mit Hut, " * 80)
+    assert len(r.prompt) > 2000 and r.parsed is not None and r.to_json()
+    assert "🐱" in json.loads(r.to_json())["prompt"]
+
+
+def test_a_raising_plugin_is_named_with_its_slot():
+    with pytest.raises(PluginError, match=r"plugin 'bad' failed in slot 'stage1': RuntimeError: kaput") as e:
+        run(select={"stage1": "bad"}, extra={"bad": RaisingPlugin("stage1", "kaput")})
+    assert e.value.plugin == "bad" and e.value.slot == "stage1"
+
+
+def test_wrong_shape_and_nan_maps_are_rejected_naming_the_plugin():
+    class WrongShape:
+        @hookimpl
+        def grefine_fuse_masks(self, perceptual, alignment, context):
+            b = np.zeros((3, 3), bool)
+            return MaskResult(b.astype(np.float32), b, 0.0)
+
+    class NaNMap:
+        @hookimpl
+        def grefine_perceptual_map(self, image, context):
+            m = np.full((image.height, image.width), np.nan, np.float32)
+            return PerceptualResult(0.5, m)
+
+    with pytest.raises(PluginError, match=r"plugin 'wrong' \(slot 'fuser'\) returned the soft mask of shape \(3, 3\); expected \(H, W\) = \(48, 64\)"):
+        run(select={"fuser": "wrong"}, extra={"wrong": WrongShape()})
+    with pytest.raises(PluginError, match=r"plugin 'nan' \(slot 'perceptual'\) returned the perceptual map P with 3072 NaN/inf values"):
+        run(select={"perceptual": "nan"}, extra={"nan": NaNMap()})
+
+
+def test_a_plugin_returning_none_is_an_error():
+    class Lazy:
+        @hookimpl
+        def grefine_refine_stage2(self, image, context):
+            return None
+
+    with pytest.raises(PluginError, match=r"plugin 'lazy' returned nothing for slot 'stage2'"):
+        run(select={"stage2": "lazy"}, extra={"lazy": Lazy()})
+
+
+def test_result_save_writes_everything(tmp_path):
+    r = run()
+    paths = r.save(tmp_path, "cat")
+    assert paths["image"] == tmp_path / "cat.png" and Image.open(paths["image"]).size == (64, 48)
+    report = json.loads(paths["json"].read_text())
+    assert report["perceptual"]["score"] == pytest.approx(r.p)
+    assert report["alignment"]["defects"] == [{"text": "a missing", "noun": "missing", "kind": "noun"}]
+    assert report["mask"]["fraction"] == pytest.approx(r.mask.fraction)
+    assert [t["slot"] for t in report["trace"]] == ["perceptual", "parser", "alignment", "fuser", "stage1", "stage2"]
+    assert report["plumbing_only"] is True and "plumbing" in report["notice"]
+    maps = paths["maps"]
+    for name in ("pq_map", "aq_defect_map", "mask_soft", "mask_binary"):
+        arr = np.load(maps / f"{name}.npy")
+        assert arr.shape == (48, 64) and arr.dtype == np.float32
+    np.testing.assert_array_equal(np.load(maps / "pq_map.npy"), r.P)
+    assert (maps / "pq_map_overlay.png").is_file() and (maps / "mask_binary.png").is_file()
+    assert Image.open(maps / "overview.png").size[1] > 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.json", "cat.png", "cat_maps"]
+
+
+def test_disk_full_during_save_leaves_no_partial_files(tmp_path, monkeypatch):
+    r = run()
+    calls = {"n": 0}
+    real_save = np.save
+
+    def failing_save(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(OutputError, match=r"failed: the disk is full"):
+        r.save(tmp_path, "cat")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_directory(tmp_path, monkeypatch):
+    r = run()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match=r"cannot be created"):
+        r.save(blocker / "sub", "cat")
+    import os
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(OutputError, match=r"is not writable"):
+        r.save(tmp_path / "out", "cat")
+
+
+def test_refine_many_reuses_models_continues_after_failures_and_resumes(tmp_path):
+    ok = tmp_path / "ok.png"
+    make_test_image().save(ok)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"nope")
+    cfg = fake_config()
+    pipe = GRefine(cfg, extra_plugins=fake_plugins())
+    loads = []
+    pipe.models.get_or_create("shared-model", lambda: loads.append(1) or object())
+    out = tmp_path / "out"
+    report = pipe.refine_many([(ok, PROMPT), (corrupt, PROMPT), (ok, PROMPT)], out)
+    assert [o.status for o in report.outcomes] == ["done", "failed", "done"]
+    assert "corrupt.png" in report.failed[0].error
+    assert (out / "ok.json").is_file() and (out / "ok-3.json").is_file() or (out / "ok-2.json").is_file()
+    report = pipe.refine_many([(ok, PROMPT), (corrupt, PROMPT)], out)
+    assert [o.status for o in report.outcomes] == ["resumed", "failed"]
+    assert len(loads) == 1
+
+
+def test_batch_never_overwrites_an_input(tmp_path):
+    img = tmp_path / "cat.png"
+    make_test_image().save(img)
+    pipe = GRefine(fake_config(), extra_plugins=fake_plugins())
+    with pytest.raises(OutputError, match=r"refusing to overwrite the input"):
+        pipe.refine_many([(img, PROMPT)], tmp_path)
+
+
+def test_prompt_must_be_a_string():
+    with pytest.raises(InputError, match=r"prompt must be a string, got int"):
+        run(prompt=3)
+
+
+def test_observer_hooks_see_every_stage_and_progress():
+    events = []
+
+    class Observer:
+        @hookimpl
+        def grefine_run_start(self, context):
+            events.append(("run_start", context.item_name))
+
+        @hookimpl
+        def grefine_stage_start(self, context, slot, plugin):
+            events.append(("start", slot))
+
+        @hookimpl
+        def grefine_stage_progress(self, context, slot, step, total):
+            events.append(("progress", slot, step, total))
+
+        @hookimpl
+        def grefine_stage_end(self, context, record):
+            events.append(("end", record.slot, record.status))
+
+        @hookimpl
+        def grefine_run_end(self, context, result):
+            events.append(("run_end", result.refined))
+
+    cfg = fake_config(disable=["fake_stage2"])
+    GRefine(cfg, extra_plugins=fake_plugins(), observers=[Observer()]).refine(make_test_image(), PROMPT, name="x")
+    assert events[0] == ("run_start", "x") and events[-1] == ("run_end", True)
+    assert ("progress", "stage1", 1, 1) in events
+    assert ("end", "stage2", "skipped") in events
+    assert events.count(("start", "perceptual")) == 1
