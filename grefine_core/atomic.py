@@ -22,7 +22,9 @@ def ensure_writable_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"output directory {str(path)!r} cannot be created: {e.strerror}") from None
+        raise OutputError(
+            f"output directory {str(path)!r} cannot be created: {e.strerror}"
+        ) from None
     if not path.is_dir():
         raise OutputError(f"output path {str(path)!r} exists and is not a directory")
     if not os.access(path, os.W_OK | os.X_OK):

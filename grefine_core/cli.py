@@ -55,7 +55,9 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="grefine", description="G-Refine: quality maps and refinement for AI-generated images.")
+    parser = ArgumentParser(
+        prog="grefine", description="G-Refine: quality maps and refinement for AI-generated images."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -85,7 +87,9 @@ def build_parser() -> ArgumentParser:
     pr = sub.add_parser("presets", help="list presets or show one")
     pr.add_argument("name", nargs="?")
 
-    ev = sub.add_parser("eval", help="evaluate refinement or assessment (see docs/evaluation.md)", add_help=False)
+    ev = sub.add_parser(
+        "eval", help="evaluate refinement or assessment (see docs/evaluation.md)", add_help=False
+    )
     ev.add_argument("rest", nargs=argparse.REMAINDER)
 
     ex = sub.add_parser("export-onnx", help="export CLIP Surgery encoders to ONNX", add_help=False)
@@ -106,7 +110,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not slot or not plugin:
             raise UsageError(f"--select expects SLOT=PLUGIN, got {item!r}")
         if slot not in SLOTS:
-            raise UsageError(f"--select {item!r}: unknown slot {slot!r}; valid slots: {', '.join(SLOTS)}")
+            raise UsageError(
+                f"--select {item!r}: unknown slot {slot!r}; valid slots: {', '.join(SLOTS)}"
+            )
         select[slot] = plugin
     if select:
         out["select"] = select
@@ -141,12 +147,16 @@ def _items(args: argparse.Namespace):
 
     if getattr(args, "prompt_file", None):
         if args.images:
-            raise UsageError("give images either as arguments with --prompt or in --prompt-file, not both")
+            raise UsageError(
+                "give images either as arguments with --prompt or in --prompt-file, not both"
+            )
         return read_manifest(args.prompt_file)
     if not args.images:
         raise UsageError("no images given: pass IMAGE... with --prompt, or --prompt-file")
     if args.prompt is None:
-        raise UsageError("--prompt is required when images are given as arguments (or use --prompt-file)")
+        raise UsageError(
+            "--prompt is required when images are given as arguments (or use --prompt-file)"
+        )
     if not args.prompt.strip():
         raise InputError("--prompt is empty: give the prompt the image was generated from")
     for image in args.images:
@@ -171,7 +181,11 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     pipeline = GRefine(cfg, observers=[observer])
     progress = BatchProgress(len(items), enabled=not args.quiet and len(items) > 1)
     report = pipeline.refine_many(
-        items, args.out, mode=mode, resume=not getattr(args, "no_resume", False), on_item=progress.update
+        items,
+        args.out,
+        mode=mode,
+        resume=not getattr(args, "no_resume", False),
+        on_item=progress.update,
     )
     progress.close()
     counts = report.counts()
@@ -179,7 +193,9 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
         if outcome.status == "failed":
             print(f"FAILED {outcome.item.image}: {outcome.error}", file=sys.stderr)
         elif outcome.status == "done" and not args.quiet and outcome.result is None:
-            print(f"{outcome.item.name}: wrote {outcome.paths.get('image')} and {outcome.paths.get('json')}")
+            print(
+                f"{outcome.item.name}: wrote {outcome.paths.get('image')} and {outcome.paths.get('json')}"
+            )
     if not args.quiet:
         print(
             f"{counts['done']} done, {counts['resumed']} already done (resumed), {counts['failed']} failed"
@@ -230,7 +246,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     if args.name:
         preset_data(args.name)  # validates the name
-        print((resources.files("grefine_core") / "presets" / f"{args.name}.toml").read_text("utf-8"))
+        print(
+            (resources.files("grefine_core") / "presets" / f"{args.name}.toml").read_text("utf-8")
+        )
         return 0
     for name in preset_names():
         print(f"{name:<10} {preset_data(name).get('description', '')}")
@@ -284,7 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug, not a user error: still no traceback without --debug
         if debug:
             raise
-        print(f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -44,7 +44,9 @@ class HQSkipSettings(StrictModel):
 class ImageSettings(StrictModel):
     """Input-image limits. Larger images are downscaled (with a message), never loaded blindly."""
 
-    max_side: int = Field(4096, ge=64, description="longest side after loading; larger is downscaled")
+    max_side: int = Field(
+        4096, ge=64, description="longest side after loading; larger is downscaled"
+    )
     max_pixels_hard: int = Field(
         400_000_000, ge=1, description="images with more pixels are refused before decoding"
     )
@@ -184,7 +186,9 @@ def validate_config(data: Mapping[str, Any], source: str) -> GRefineConfig:
     try:
         return GRefineConfig.model_validate(dict(data))
     except ValidationError as e:
-        raise ConfigError(f"invalid configuration ({source}):\n{format_validation_error(e)}") from None
+        raise ConfigError(
+            f"invalid configuration ({source}):\n{format_validation_error(e)}"
+        ) from None
 
 
 def format_validation_error(error: ValidationError) -> str:

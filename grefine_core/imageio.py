@@ -112,7 +112,11 @@ def load_image(
     if downscaled:
         log.warning(
             "image %s is %dx%d; downscaled to %dx%d (image.max_side = %d)",
-            label, w, h, *rgb.size, settings.max_side,
+            label,
+            w,
+            h,
+            *rgb.size,
+            settings.max_side,
         )
     return rgb, ImageInfo(label, (w, h), mode, rgb.size, downscaled)
 

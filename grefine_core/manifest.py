@@ -35,11 +35,15 @@ def read_manifest(path: str | Path) -> list[BatchItem]:
     elif suffix in (".jsonl", ".ndjson"):
         rows = _read_jsonl(p)
     else:
-        raise InputError(f"prompt file {str(p)!r} must be .csv or .jsonl, got {suffix or 'no suffix'!r}")
+        raise InputError(
+            f"prompt file {str(p)!r} must be .csv or .jsonl, got {suffix or 'no suffix'!r}"
+        )
     if not rows:
         raise InputError(f"prompt file {str(p)!r} lists no items")
     base = p.parent
-    pairs = [((Path(img) if Path(img).is_absolute() else base / img), prompt) for img, prompt in rows]
+    pairs = [
+        ((Path(img) if Path(img).is_absolute() else base / img), prompt) for img, prompt in rows
+    ]
     return unique_items(pairs)
 
 
@@ -89,7 +93,9 @@ def _read_jsonl(p: Path) -> list[tuple[str, str]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InputError(f"prompt file {str(p)!r} line {line_no}: invalid JSON ({e.msg})") from None
+            raise InputError(
+                f"prompt file {str(p)!r} line {line_no}: invalid JSON ({e.msg})"
+            ) from None
         if not isinstance(obj, dict) or not isinstance(obj.get("image"), str):
             raise InputError(
                 f"prompt file {str(p)!r} line {line_no}: expected an object with string keys "

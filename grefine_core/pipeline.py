@@ -128,7 +128,12 @@ class GRefine:
         else:
             batch = unique_items([(Path(str(img)), prompt) for img, prompt in listed])
         return run_batch(
-            self, batch, out_dir, mode=mode, resume=resume, keep_results=keep_results,
+            self,
+            batch,
+            out_dir,
+            mode=mode,
+            resume=resume,
+            keep_results=keep_results,
             on_item=on_item,
         )
 
@@ -261,7 +266,9 @@ class GRefine:
         trace.append(record)
         self.host.hook.grefine_stage_end(context=ctx, record=record)
 
-    def _call_slot(self, slot: str, ctx: RunContext, trace: list[StageRecord], **kwargs: Any) -> Any:
+    def _call_slot(
+        self, slot: str, ctx: RunContext, trace: list[StageRecord], **kwargs: Any
+    ) -> Any:
         name, caller = self._slots[slot]
         if name is None:
             self._skip(slot, ctx, trace, caller)

@@ -135,7 +135,9 @@ class PluginHost:
                         f"plugin {ep.name!r} ({ep.value}) failed to import: {e}", plugin=ep.name
                     ) from e
                 info.status, info.reason = "failed", f"{type(e).__name__}: {e}"
-                log.warning("plugin %r (%s) failed to import and was skipped: %s", ep.name, ep.value, e)
+                log.warning(
+                    "plugin %r (%s) failed to import and was skipped: %s", ep.name, ep.value, e
+                )
                 log.debug("%s", traceback.format_exc())
                 continue
             self._register(ep.name, plugin, info)

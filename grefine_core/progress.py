@@ -41,7 +41,9 @@ class StageProgressObserver:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=f"{context.item_name}: {slot}", unit="step", leave=False)
+            self._bar = tqdm(
+                total=total, desc=f"{context.item_name}: {slot}", unit="step", leave=False
+            )
         self._bar.total = total
         self._bar.n = step
         self._bar.refresh()

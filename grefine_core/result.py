@@ -162,8 +162,13 @@ class RefineResult:
             maps["mask_binary"] = self.mask.binary.astype(np.float32)
         return maps
 
-    def save(self, out_dir: str | Path, stem: str | None = None, save_maps: bool = True,
-             overlay_alpha: float = 0.5) -> dict[str, Path]:
+    def save(
+        self,
+        out_dir: str | Path,
+        stem: str | None = None,
+        save_maps: bool = True,
+        overlay_alpha: float = 0.5,
+    ) -> dict[str, Path]:
         """Write ``<stem>.png``, ``<stem>.json`` and ``<stem>_maps/`` atomically.
 
         Maps are written as float ``.npy`` and as heat-map overlay PNGs, the mask as a PNG, plus an
@@ -208,9 +213,14 @@ class RefineResult:
             panels.append((f"P (p={self.p:.3f})", heatmap_image(self.perceptual.map)))
         if self.alignment is not None:
             panels.append(
-                (f"A_defect (a={self.alignment.score:.3f})", heatmap_image(self.alignment.defect_map))
+                (
+                    f"A_defect (a={self.alignment.score:.3f})",
+                    heatmap_image(self.alignment.defect_map),
+                )
             )
         if self.mask is not None:
             panels.append((f"mask ({self.mask.fraction:.1%})", heatmap_image(self.mask.soft)))
-        panels.append(("output" + (" (tiny: plumbing only)" if self.plumbing_only else ""), self.image))
+        panels.append(
+            ("output" + (" (tiny: plumbing only)" if self.plumbing_only else ""), self.image)
+        )
         overview(panels).save(folder / "overview.png")

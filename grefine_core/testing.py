@@ -93,7 +93,9 @@ class FakePerceptual:
     @hookimpl
     def grefine_perceptual_map(self, image: Image.Image, context: Any) -> PerceptualResult:
         P = _gray(image)
-        return PerceptualResult(score=float(P.mean()), map=P, factor_scores={"overall": float(P.mean())})
+        return PerceptualResult(
+            score=float(P.mean()), map=P, factor_scores={"overall": float(P.mean())}
+        )
 
 
 class FakeParser:
@@ -117,7 +119,9 @@ class FakeParser:
             noun = words[-1]
             noun_start = start + text.rindex(noun)
             phrases.append(
-                Phrase(text, noun, (start, start + len(text)), 0, (noun_start, noun_start + len(noun)))
+                Phrase(
+                    text, noun, (start, start + len(text)), 0, (noun_start, noun_start + len(noun))
+                )
             )
         return ParsedPrompt(prompt=prompt, phrases=phrases, parser="fake_parser")
 
@@ -126,7 +130,9 @@ class FakeAlignment:
     """Phrase j scores 0.9 unless its noun is "missing"/"wrong"; defect maps are a centre square."""
 
     @hookimpl
-    def grefine_alignment_map(self, image: Image.Image, parsed: ParsedPrompt, context: Any) -> AlignmentResult:
+    def grefine_alignment_map(
+        self, image: Image.Image, parsed: ParsedPrompt, context: Any
+    ) -> AlignmentResult:
         h, w = image.height, image.width
         square = np.zeros((h, w), np.float32)
         square[h // 4 : h - h // 4, w // 4 : w - w // 4] = 1.0
@@ -135,36 +141,54 @@ class FakeAlignment:
             bad = (ph.noun or "") in ("missing", "wrong")
             results.append(
                 PhraseAlignment(
-                    ph.text, ph.noun, ph.span, ph.parent, 0.2 if bad else 0.9, 0.2 if bad else 0.9,
-                    square, square, "noun" if bad else None,
+                    ph.text,
+                    ph.noun,
+                    ph.span,
+                    ph.parent,
+                    0.2 if bad else 0.9,
+                    0.2 if bad else 0.9,
+                    square,
+                    square,
+                    "noun" if bad else None,
                 )
             )
             if bad:
                 emphasis.append(Emphasis(ph.text, ph.span, 1.1))
         defect = square if emphasis else np.zeros((h, w), np.float32)
         score = 0.2 if emphasis else 0.9
-        return AlignmentResult(score=score, defect_map=defect, phrases=results, emphasis=emphasis,
-                               prompt_score=score, emphasised_prompt=parsed.prompt)
+        return AlignmentResult(
+            score=score,
+            defect_map=defect,
+            phrases=results,
+            emphasis=emphasis,
+            prompt_score=score,
+            emphasised_prompt=parsed.prompt,
+        )
 
 
 class FakeFuser:
     """Q = clip(1 - P + A_defect) binarised at 0.5 (the paper's Eq. 9 without feathering)."""
 
     @hookimpl
-    def grefine_fuse_masks(self, perceptual: PerceptualResult, alignment: AlignmentResult | None,
-                           context: Any) -> MaskResult:
+    def grefine_fuse_masks(
+        self, perceptual: PerceptualResult, alignment: AlignmentResult | None, context: Any
+    ) -> MaskResult:
         q = 1.0 - perceptual.map
         if alignment is not None:
             q = q + alignment.defect_map
         binary = np.clip(q, 0, 1) >= 0.5
-        return MaskResult(soft=binary.astype(np.float32), binary=binary, fraction=float(binary.mean()))
+        return MaskResult(
+            soft=binary.astype(np.float32), binary=binary, fraction=float(binary.mean())
+        )
 
 
 class FakeStage1:
     """Brightens masked pixels by 64; unmasked pixels stay identical."""
 
     @hookimpl
-    def grefine_refine_stage1(self, image: Image.Image, mask: MaskResult, context: Any) -> StageOutput:
+    def grefine_refine_stage1(
+        self, image: Image.Image, mask: MaskResult, context: Any
+    ) -> StageOutput:
         arr = np.asarray(image).astype(np.int16)
         arr[mask.binary] = np.clip(arr[mask.binary] + 64, 0, 255)
         context.progress(1, 1)
@@ -247,7 +271,9 @@ def fake_plugins() -> dict[str, Any]:
     }
 
 
-def make_test_image(width: int = 64, height: int = 48, mode: str = "RGB", seed: int = 0) -> Image.Image:
+def make_test_image(
+    width: int = 64, height: int = 48, mode: str = "RGB", seed: int = 0
+) -> Image.Image:
     """A deterministic image: a dark left half and a bright, noisy right half."""
     rng = np.random.default_rng(seed)
     arr = np.zeros((height, width, 3), np.uint8)

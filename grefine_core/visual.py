@@ -48,7 +48,9 @@ def overview(panels: list[tuple[str, Image.Image]], height: int = 256) -> Image.
     for title, img in panels:
         w, h = img.size
         new_w = max(1, round(w * height / max(h, 1)))
-        scaled.append((title, img.convert("RGB").resize((new_w, height), Image.Resampling.BILINEAR)))
+        scaled.append(
+            (title, img.convert("RGB").resize((new_w, height), Image.Resampling.BILINEAR))
+        )
     total_w = sum(i.size[0] for _, i in scaled) + 4 * (len(scaled) + 1)
     canvas = Image.new("RGB", (total_w, height + title_h + 8), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)

@@ -18,13 +18,17 @@ def test_shipped_presets_load_and_validate():
 
 
 def test_unknown_preset_lists_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown preset 'nope'; valid presets: paper, reference, tiny"):
+    with pytest.raises(
+        ConfigError, match=r"unknown preset 'nope'; valid presets: paper, reference, tiny"
+    ):
         load_config(preset="nope", environ={})
 
 
 def test_precedence_preset_file_env_flags(tmp_path):
     user = tmp_path / "user.toml"
-    user.write_text('seed = 5\ndevice = "cpu"\n[plugins.sdxl]\nsteps = 7\n[plugins.pasd]\nsteps = 3\n')
+    user.write_text(
+        'seed = 5\ndevice = "cpu"\n[plugins.sdxl]\nsteps = 7\n[plugins.pasd]\nsteps = 3\n'
+    )
     cfg = load_config(preset="paper", config_file=user, environ={})
     assert cfg.seed == 5 and cfg.plugins["sdxl"]["steps"] == 7
     env = {"GREFINE_SEED": "6", "GREFINE_PLUGINS__SDXL__STEPS": "8"}

@@ -81,5 +81,7 @@ def test_huge_image_is_downscaled_with_a_message(tmp_path, caplog):
 def test_image_over_the_hard_limit_is_refused_before_decoding(tmp_path):
     path = tmp_path / "big.png"
     Image.new("L", (300, 300), 0).save(path)
-    with pytest.raises(InputError, match=r"300x300 \(90,000 pixels\), more than the limit of 50,000"):
+    with pytest.raises(
+        InputError, match=r"300x300 \(90,000 pixels\), more than the limit of 50,000"
+    ):
         load_image(path, ImageSettings(max_pixels_hard=50_000))

@@ -36,10 +36,22 @@ def statuses(result):
 
 def test_full_run_fills_every_slot_in_order():
     r = run()
-    assert [t.slot for t in r.trace] == ["perceptual", "parser", "alignment", "fuser", "stage1", "stage2"]
+    assert [t.slot for t in r.trace] == [
+        "perceptual",
+        "parser",
+        "alignment",
+        "fuser",
+        "stage1",
+        "stage2",
+    ]
     assert set(statuses(r).values()) == {"ran"}
     assert [t.plugin for t in r.trace] == [
-        "fake_pq", "fake_parser", "fake_aq", "fake_fuser", "fake_stage1", "fake_stage2",
+        "fake_pq",
+        "fake_parser",
+        "fake_aq",
+        "fake_fuser",
+        "fake_stage1",
+        "fake_stage2",
     ]
     assert r.P.shape == (48, 64) and r.A_defect.shape == (48, 64)
     assert r.mask.binary.any() and 0 < r.mask.fraction < 1
@@ -102,7 +114,9 @@ def test_select_swaps_the_plugin_and_the_trace_names_it():
 
 def test_select_none_skips_a_slot():
     r = run(select={"stage1": "none"})
-    assert r.stage("stage1").status == "skipped" and "no plugin selected" in r.stage("stage1").reason
+    assert (
+        r.stage("stage1").status == "skipped" and "no plugin selected" in r.stage("stage1").reason
+    )
 
 
 def test_hq_image_skips_stage1_with_the_reason():
@@ -126,7 +140,9 @@ def test_assess_runs_no_refiner():
 
 def test_empty_prompt_skips_alignment_with_a_reason():
     r = run(prompt="   ")
-    assert r.stage("alignment").status == "skipped" and "empty prompt" in r.stage("alignment").reason
+    assert (
+        r.stage("alignment").status == "skipped" and "empty prompt" in r.stage("alignment").reason
+    )
 
 
 def test_long_and_non_ascii_prompts_run():
@@ -136,7 +152,9 @@ def test_long_and_non_ascii_prompts_run():
 
 
 def test_a_raising_plugin_is_named_with_its_slot():
-    with pytest.raises(PluginError, match=r"plugin 'bad' failed in slot 'stage1': RuntimeError: kaput") as e:
+    with pytest.raises(
+        PluginError, match=r"plugin 'bad' failed in slot 'stage1': RuntimeError: kaput"
+    ) as e:
         run(select={"stage1": "bad"}, extra={"bad": RaisingPlugin("stage1", "kaput")})
     assert e.value.plugin == "bad" and e.value.slot == "stage1"
 
@@ -154,9 +172,15 @@ def test_wrong_shape_and_nan_maps_are_rejected_naming_the_plugin():
             m = np.full((image.height, image.width), np.nan, np.float32)
             return PerceptualResult(0.5, m)
 
-    with pytest.raises(PluginError, match=r"plugin 'wrong' \(slot 'fuser'\) returned the soft mask of shape \(3, 3\); expected \(H, W\) = \(48, 64\)"):
+    with pytest.raises(
+        PluginError,
+        match=r"plugin 'wrong' \(slot 'fuser'\) returned the soft mask of shape \(3, 3\); expected \(H, W\) = \(48, 64\)",
+    ):
         run(select={"fuser": "wrong"}, extra={"wrong": WrongShape()})
-    with pytest.raises(PluginError, match=r"plugin 'nan' \(slot 'perceptual'\) returned the perceptual map P with 3072 NaN/inf values"):
+    with pytest.raises(
+        PluginError,
+        match=r"plugin 'nan' \(slot 'perceptual'\) returned the perceptual map P with 3072 NaN/inf values",
+    ):
         run(select={"perceptual": "nan"}, extra={"nan": NaNMap()})
 
 
@@ -176,9 +200,18 @@ def test_result_save_writes_everything(tmp_path):
     assert paths["image"] == tmp_path / "cat.png" and Image.open(paths["image"]).size == (64, 48)
     report = json.loads(paths["json"].read_text())
     assert report["perceptual"]["score"] == pytest.approx(r.p)
-    assert report["alignment"]["defects"] == [{"text": "a missing", "noun": "missing", "kind": "noun"}]
+    assert report["alignment"]["defects"] == [
+        {"text": "a missing", "noun": "missing", "kind": "noun"}
+    ]
     assert report["mask"]["fraction"] == pytest.approx(r.mask.fraction)
-    assert [t["slot"] for t in report["trace"]] == ["perceptual", "parser", "alignment", "fuser", "stage1", "stage2"]
+    assert [t["slot"] for t in report["trace"]] == [
+        "perceptual",
+        "parser",
+        "alignment",
+        "fuser",
+        "stage1",
+        "stage2",
+    ]
     assert report["plumbing_only"] is True and "plumbing" in report["notice"]
     maps = paths["maps"]
     for name in ("pq_map", "aq_defect_map", "mask_soft", "mask_binary"):
@@ -233,7 +266,11 @@ def test_refine_many_reuses_models_continues_after_failures_and_resumes(tmp_path
     report = pipe.refine_many([(ok, PROMPT), (corrupt, PROMPT), (ok, PROMPT)], out)
     assert [o.status for o in report.outcomes] == ["done", "failed", "done"]
     assert "corrupt.png" in report.failed[0].error
-    assert (out / "ok.json").is_file() and (out / "ok-3.json").is_file() or (out / "ok-2.json").is_file()
+    assert (
+        (out / "ok.json").is_file()
+        and (out / "ok-3.json").is_file()
+        or (out / "ok-2.json").is_file()
+    )
     report = pipe.refine_many([(ok, PROMPT), (corrupt, PROMPT)], out)
     assert [o.status for o in report.outcomes] == ["resumed", "failed"]
     assert len(loads) == 1
@@ -277,7 +314,9 @@ def test_observer_hooks_see_every_stage_and_progress():
             events.append(("run_end", result.refined))
 
     cfg = fake_config(disable=["fake_stage2"])
-    GRefine(cfg, extra_plugins=fake_plugins(), observers=[Observer()]).refine(make_test_image(), PROMPT, name="x")
+    GRefine(cfg, extra_plugins=fake_plugins(), observers=[Observer()]).refine(
+        make_test_image(), PROMPT, name="x"
+    )
     assert events[0] == ("run_start", "x") and events[-1] == ("run_end", True)
     assert ("progress", "stage1", 1, 1) in events
     assert ("end", "stage2", "skipped") in events
