@@ -49,7 +49,7 @@ class BatchReport:
 
 def check_not_overwriting_inputs(items: Iterable[BatchItem], out_dir: Path) -> None:
     """Refuse an output layout that would overwrite an input image."""
-    inputs = {Path(i.image).resolve() for i in items}
+    inputs = {Path(i.image).resolve() for i in items if isinstance(i.image, str | Path)}
     for item in items:
         for suffix in (".png", ".json"):
             target = (out_dir / f"{item.name}{suffix}").resolve()

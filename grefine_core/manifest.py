@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grefine_core.errors import InputError
 
@@ -19,7 +21,7 @@ from grefine_core.errors import InputError
 class BatchItem:
     """One image and its prompt; ``name`` is the output stem."""
 
-    image: Path
+    image: Any  # a path, or an in-memory PIL image
     prompt: str
     name: str
 
@@ -47,15 +49,18 @@ def read_manifest(path: str | Path) -> list[BatchItem]:
     return unique_items(pairs)
 
 
-def unique_items(pairs: list[tuple[Path, str]]) -> list[BatchItem]:
-    """Items named by file stem; a repeated stem gets ``-2``, ``-3``... so outputs never collide."""
+def unique_items(pairs: list[tuple[Any, str]]) -> list[BatchItem]:
+    """Items named by file stem (in-memory images: ``image``); a repeated name gets ``-2``,
+    ``-3``... so outputs never collide."""
     seen: dict[str, int] = {}
     items = []
     for image, prompt in pairs:
-        stem = Path(image).stem or "image"
+        is_path = isinstance(image, str | os.PathLike)
+        stem = (Path(image).stem if is_path else "image") or "image"
+        image = Path(image) if is_path else image
         count = seen.get(stem, 0) + 1
         seen[stem] = count
-        items.append(BatchItem(Path(image), prompt, stem if count == 1 else f"{stem}-{count}"))
+        items.append(BatchItem(image, prompt, stem if count == 1 else f"{stem}-{count}"))
     return items
 
 

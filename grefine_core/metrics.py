@@ -52,6 +52,8 @@ class Metric:
     :ivar compare_before: whether a "before" value (the metric on the original image) is
         meaningful; always false for full-reference metrics.
     :ivar check: ``() -> (ok, reason)``; ``None`` means always available.
+    :ivar cap: values above it count as ``cap`` in means (PSNR: identical pixels give ``inf``,
+        averaged as 100 dB); ``None`` for no cap.
     """
 
     name: str
@@ -63,6 +65,7 @@ class Metric:
     group: str = "offline"
     compare_before: bool = True
     check: AvailableFn | None = None
+    cap: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -112,6 +115,10 @@ class Metric:
         if self.higher_is_better:
             return after < before - tol
         return after > before + tol
+
+    def capped(self, value: float) -> float:
+        """``value`` limited to :attr:`cap` (for means)."""
+        return min(value, self.cap) if self.cap is not None and not math.isnan(value) else value
 
     def best(self, values: Sequence[float]) -> float | None:
         """The best of ``values`` in this metric's direction (NaN ignored), or ``None``."""

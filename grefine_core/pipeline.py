@@ -126,7 +126,7 @@ class GRefine:
         if all(isinstance(i, BatchItem) for i in listed):
             batch = listed
         else:
-            batch = unique_items([(Path(str(img)), prompt) for img, prompt in listed])
+            batch = unique_items([(img, prompt) for img, prompt in listed])
         return run_batch(
             self,
             batch,

@@ -48,3 +48,17 @@ def pq_embeddings_dir() -> Path:
 @pytest.fixture(scope="session")
 def parti_prompts_path() -> Path:
     return _shared("data", "prompts", "PartiPrompts.tsv")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models are dominated by threading overhead on 2 shared cores: use one thread."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

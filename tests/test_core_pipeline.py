@@ -321,3 +321,13 @@ def test_observer_hooks_see_every_stage_and_progress():
     assert ("progress", "stage1", 1, 1) in events
     assert ("end", "stage2", "skipped") in events
     assert events.count(("start", "perceptual")) == 1
+
+
+def test_refine_many_accepts_in_memory_images_without_out_dir():
+    pipe = GRefine(fake_config(), extra_plugins=fake_plugins())
+    report = pipe.refine_many(
+        [(make_test_image(seed=1), "a cat"), (make_test_image(seed=2), "a dog")]
+    )
+    assert [o.item.name for o in report.outcomes] == ["image", "image-2"]
+    assert all(o.status == "done" and o.result is not None for o in report.outcomes)
+    assert [o.result.seed for o in report.outcomes] == [0, 1]

@@ -1,0 +1,48 @@
+"""The ``metrics`` plugin: registers the evaluation metrics through ``grefine_metrics()``.
+
+Importing this module is cheap (numpy, scipy, PIL; no torch). Settings come from
+``[plugins.metrics]`` when a configuration is handed to ``grefine_configure``; otherwise defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from grefine_core.config import format_validation_error
+from grefine_core.errors import ConfigError
+from grefine_core.markers import hookimpl
+from grefine_core.metrics import Metric
+from grefine_metrics.catalog import build_metrics
+from grefine_metrics.settings import MetricsSettings
+
+SECTION = "metrics"
+
+# The settings of the most recent configuration seen; metrics are built when the hook is called.
+_settings: MetricsSettings | None = None
+
+
+@hookimpl
+def grefine_settings_models() -> dict[str, type[MetricsSettings]]:
+    return {SECTION: MetricsSettings}
+
+
+@hookimpl
+def grefine_configure(config: Any) -> None:
+    global _settings
+    raw = (getattr(config, "plugins", None) or {}).get(SECTION)
+    if raw is None:
+        _settings = None
+        return
+    try:
+        _settings = MetricsSettings.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(
+            f"invalid [plugins.{SECTION}] settings:\n{format_validation_error(e)}"
+        ) from None
+
+
+@hookimpl
+def grefine_metrics() -> list[Metric]:
+    return build_metrics(_settings)

@@ -1,0 +1,213 @@
+"""Stage 1: SDXL inpainting inside the fused mask, cropped to the mask where it is small.
+
+:func:`refine_stage1` is the whole stage without the plugin plumbing, so tests and benchmarks can
+call it with any pipeline; the plugin module only supplies settings, the cached pipeline, the
+seeded generator and the progress callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from grefine_core.errors import InputError
+from grefine_core.types import AlignmentResult, MaskResult, PerceptualResult, StageOutput
+from grefine_sdxl import geometry
+from grefine_sdxl.emphasis import Fragments, display_prompt, emphasis_fragments
+from grefine_sdxl.settings import SDXLSettings
+from grefine_sdxl.strength import (
+    MIN_STRENGTH,
+    combined_quality,
+    scheduled_steps,
+    stage1_strength,
+)
+
+Progress = Callable[[int, int], None]
+
+
+def check_mask(mask: MaskResult, height: int, width: int) -> np.ndarray:
+    """The blend weights: ``mask.soft`` (float32 ``(H, W)`` in [0, 1]) zeroed outside
+    ``mask.binary``, after checking both match the image.
+
+    :raises InputError: wrong shape, non-finite values or values outside [0, 1].
+    """
+    soft = np.asarray(mask.soft, dtype=np.float32)
+    if soft.shape != (height, width):
+        raise InputError(
+            f"stage1 'sdxl': mask.soft has shape {soft.shape} but the image is (H, W) = "
+            f"{(height, width)}; the fuser must return a mask of the input's (H, W)"
+        )
+    if not np.isfinite(soft).all():
+        raise InputError("stage1 'sdxl': mask.soft contains NaN or infinite values")
+    if soft.size and (soft.min() < -1e-6 or soft.max() > 1 + 1e-6):
+        raise InputError(
+            f"stage1 'sdxl': mask.soft must lie in [0, 1], got [{soft.min():.3g}, {soft.max():.3g}]"
+        )
+    binary = np.asarray(mask.binary, dtype=bool)
+    if binary.shape != soft.shape:
+        raise InputError(
+            f"stage1 'sdxl': mask.binary has shape {binary.shape} but mask.soft has {soft.shape}"
+        )
+    # Both promises hold whatever the fuser did: nothing changes where soft == 0 or outside binary.
+    return np.where(binary, np.clip(soft, 0.0, 1.0), np.float32(0.0)).astype(np.float32)
+
+
+def conditioning_text(
+    prompt: str, alignment: AlignmentResult | None, settings: SDXLSettings
+) -> tuple[Fragments, str]:
+    """The prompt fragments to encode and the emphasised prompt for the report.
+
+    ``weight``: the defective spans of ``alignment.emphasis`` weighted (compel notation in the
+    report); ``suffix``: ``prompt + prompt_suffix`` (the released code); ``none``: the prompt.
+    """
+    if settings.emphasis == "suffix":
+        text = prompt + settings.prompt_suffix
+        return [(text, 1.0)], text
+    if settings.emphasis == "weight" and alignment is not None and alignment.emphasis:
+        fragments = emphasis_fragments(prompt, alignment.emphasis)
+        return fragments, display_prompt(fragments)
+    return [(prompt, 1.0)], prompt
+
+
+def _skip(image: Image.Image, reason: str, **info: Any) -> StageOutput:
+    return StageOutput(image=image.copy(), info={"skipped": True, "reason": reason, **info})
+
+
+def refine_stage1(
+    image: Image.Image,
+    mask: MaskResult,
+    perceptual: PerceptualResult,
+    alignment: AlignmentResult | None,
+    prompt: str,
+    settings: SDXLSettings,
+    get_pipeline: Callable[[], Any],
+    generator: Any,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    model_note: str | None = None,
+) -> StageOutput:
+    """Inpaint ``image`` inside ``mask`` with the pipeline ``get_pipeline()`` returns.
+
+    Output pixels: ``input * (1 - soft) + refined * soft``; wherever ``soft == 0`` (outside
+    ``mask.binary``) they are the input's, bit for bit.
+
+    :param image: the input (any PIL mode; RGB is used).
+    :param mask: the fused mask, ``(H, W)`` of the image.
+    :param perceptual: the PQ result (``p``; ignored for strength when ``neutral``).
+    :param alignment: the AQ result or ``None`` (``a`` and the emphasis spans).
+    :param prompt: the prompt.
+    :param settings: the ``[plugins.sdxl]`` section.
+    :param get_pipeline: returns the inpainting pipeline (called only if something is to be done).
+    :param generator: a seeded ``torch.Generator`` for the sampling noise.
+    :param seed: the generator's seed, for the report.
+    :param progress: ``progress(step, total)`` after each denoising step.
+    :param model_note: extra text for the report (e.g. the tiny model's disclaimer).
+    :returns: the :class:`StageOutput` (image of the input size, and what was done in ``info``).
+    """
+    rgb = image.convert("RGB") if image.mode != "RGB" else image
+    soft = check_mask(mask, rgb.height, rgb.width)
+    binary = soft > 0
+    base = {"seed": seed, "model": settings.model}
+    if not binary.any():
+        return _skip(rgb, "empty mask: nothing to refine", **base)
+
+    q = combined_quality(
+        None if perceptual.neutral else perceptual.score,
+        None if alignment is None else alignment.score,
+    )
+    strength = stage1_strength(
+        q, settings.strength_mode, settings.strength_min, settings.strength_max, settings.strength
+    )
+    base.update(quality=q, strength=strength, strength_mode=settings.strength_mode)
+    if strength < MIN_STRENGTH:
+        return _skip(rgb, f"strength {strength:.4g} < {MIN_STRENGTH}: nothing to do", **base)
+
+    fragments, emphasised = conditioning_text(prompt, alignment, settings)
+    pipe = get_pipeline()
+    from grefine_sdxl.loading import native_size, size_multiple
+
+    native = settings.native_size or native_size(pipe)
+    plan = geometry.plan_region(
+        binary,
+        float(binary.mean()),
+        crop_to_mask=settings.crop_to_mask,
+        crop_max_fraction=settings.crop_max_fraction,
+        padding=settings.crop_padding,
+        min_padding_px=settings.crop_min_padding_px,
+        max_aspect=settings.crop_max_aspect,
+        native=native,
+        min_side=settings.min_working_size or max(native // 2, 1),
+        multiple=size_multiple(pipe),
+    )
+    x0, y0, x1, y1 = plan.box
+    region = rgb.crop(plan.box)
+    region_soft = soft[y0:y1, x0:x1]
+    work_w, work_h = plan.working_size
+    work_image = geometry.resize_rgb(region, plan.working_size)
+    work_soft = geometry.resize_mask(region_soft, plan.working_size)
+    # The model inpaints the core of the mask; the feather band only blends (below).
+    inpaint = work_soft >= 0.5 if (work_soft >= 0.5).any() else work_soft > 0
+    work_mask = Image.fromarray((inpaint * 255).astype(np.uint8), mode="L")
+
+    n_sched, n_run = scheduled_steps(settings.steps, strength)
+    call = _conditioning_kwargs(pipe, fragments, settings)
+
+    def on_step_end(_pipe: Any, step: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
+        if progress is not None:
+            progress(step + 1, int(getattr(_pipe, "num_timesteps", n_run) or n_run))
+        return {}
+
+    import torch
+
+    with torch.no_grad():
+        out = pipe(
+            image=work_image,
+            mask_image=work_mask,
+            height=work_h,
+            width=work_w,
+            strength=strength,
+            num_inference_steps=n_sched,
+            guidance_scale=settings.guidance_scale,
+            generator=generator,
+            output_type="np",
+            callback_on_step_end=on_step_end,
+            **call,
+        ).images[0]
+    refined = Image.fromarray(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), "RGB")
+    refined = geometry.resize_rgb(refined, region.size)
+    result = np.asarray(rgb, dtype=np.uint8).copy()
+    result[y0:y1, x0:x1] = geometry.composite(
+        result[y0:y1, x0:x1], np.asarray(refined, dtype=np.uint8), region_soft
+    )
+    info = {
+        **base,
+        "skipped": False,
+        "path": plan.path,
+        "crop_box": list(plan.box),
+        "working_size": [work_w, work_h],
+        "steps": settings.steps,
+        "steps_scheduled": n_sched,
+        "steps_run": n_run,
+        "guidance_scale": settings.guidance_scale,
+        "emphasis": settings.emphasis,
+        "emphasised_prompt": emphasised,
+        "mask_fraction": float(binary.mean()),
+    }
+    if model_note:
+        info["note"] = model_note
+    return StageOutput(image=Image.fromarray(result, "RGB"), info=info)
+
+
+def _conditioning_kwargs(pipe: Any, fragments: Fragments, settings: SDXLSettings) -> dict[str, Any]:
+    """Prompt arguments of the pipeline call: compel embeddings (``weight``) or plain text."""
+    if settings.emphasis == "weight":
+        from grefine_sdxl.emphasis import SDXLPromptEncoder
+
+        return SDXLPromptEncoder(pipe).encode(fragments, settings.negative_prompt)
+    return {
+        "prompt": "".join(text for text, _ in fragments),
+        "negative_prompt": settings.negative_prompt or None,
+    }

@@ -1,0 +1,72 @@
+"""The ``[plugins.sdxl]`` settings section of the stage-1 refiner."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from grefine_core.config import StrictModel
+
+DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+TINY_MODEL = "tiny"
+
+
+class SDXLSettings(StrictModel):
+    """Stage 1: SDXL inpainting inside the mask (docs/refiners.md explains every key).
+
+    Loading: ``model`` is a hub id, a local diffusers folder, a single ``.safetensors`` file or
+    ``"tiny"`` (random weights built in code); ``vae`` optionally replaces the VAE (e.g.
+    ``madebyollin/sdxl-vae-fp16-fix`` for fp16 on a GPU); ``single_file_config`` gives a single
+    file the diffusers configs it needs offline (a local diffusers folder or a hub id).
+
+    Strength (SPEC 5): ``quality`` = ``strength_min + (strength_max - strength_min) * (1 - q)``
+    with ``q = (p + a) / 2``; ``literal`` = ``q``; ``fixed`` = ``strength``.
+
+    Crop-to-mask: when the mask covers less than ``crop_max_fraction`` of the image, only its
+    bounding box plus ``crop_padding`` (fraction of the box's longer side, at least
+    ``crop_min_padding_px``) is inpainted, at a working size between ``min_working_size`` and
+    ``native_size`` (0 = the model's native size, and half of it).
+    """
+
+    model: str = DEFAULT_MODEL
+    vae: str = ""
+    variant: str = ""
+    single_file_config: str = ""
+    local_files_only: bool = False
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+
+    steps: int = Field(10, ge=1, le=1000)
+    guidance_scale: float = Field(7.5, ge=0.0)
+    negative_prompt: str = ""
+
+    strength_mode: Literal["quality", "literal", "fixed"] = "quality"
+    strength_min: float = Field(0.3, ge=0.0, le=1.0)
+    strength_max: float = Field(0.9, ge=0.0, le=1.0)
+    strength: float = Field(0.9, ge=0.0, le=1.0)
+
+    emphasis: Literal["weight", "suffix", "none"] = "weight"
+    prompt_suffix: str = ", high quality, hyper detail"
+
+    crop_to_mask: bool = True
+    crop_max_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    crop_padding: float = Field(0.25, ge=0.0, le=4.0)
+    crop_min_padding_px: int = Field(16, ge=0)
+    crop_max_aspect: float = Field(4.0, ge=1.0)
+    native_size: int = Field(0, ge=0)
+    min_working_size: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SDXLSettings:
+        if self.strength_min > self.strength_max:
+            raise ValueError(
+                f"strength_min ({self.strength_min}) must not exceed strength_max "
+                f"({self.strength_max})"
+            )
+        if not self.model.strip():
+            raise ValueError(
+                f"model must name SDXL inpainting weights (a hub id such as {DEFAULT_MODEL!r}, "
+                f"a local folder, a .safetensors file) or {TINY_MODEL!r}; got an empty string"
+            )
+        return self
