@@ -65,9 +65,30 @@ def publish(staged: Path, final: Path) -> None:
         os.replace(staged, final)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary file in the same folder, then ``os.replace``)."""
-    with staged_dir(path.parent, path.name) as tmp:
-        part = tmp / path.name
-        part.write_text(text, encoding="utf-8")
-        os.replace(part, path)
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is
+    removed and the error re-raised. Readers see the old complete file or the new one, never half."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

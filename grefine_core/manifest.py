@@ -1,8 +1,9 @@
 """Batch manifests: CSV or JSONL files of ``image,prompt`` pairs.
 
 Image paths are relative to the manifest's folder (absolute paths are kept as they are).
-CSV needs a header with the columns ``image`` and ``prompt``; JSONL needs one object per line with
-the keys ``image`` and ``prompt``. Blank lines are skipped.
+CSV needs a header with the columns ``image`` and ``prompt`` (other columns are ignored); JSONL
+needs one object per line with the key ``image`` and optionally ``prompt``. Blank lines are
+skipped. Errors name the file and line as ``file:line``.
 """
 
 from __future__ import annotations
@@ -26,27 +27,49 @@ class BatchItem:
     name: str
 
 
-def read_manifest(path: str | Path) -> list[BatchItem]:
-    """Read a ``.csv`` or ``.jsonl`` manifest into :class:`BatchItem` s (names made unique)."""
+@dataclass(frozen=True)
+class ManifestRow:
+    """One raw line of a manifest: the image path as written, the prompt, and ``file:line``."""
+
+    image: str
+    prompt: str
+    where: str
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[ManifestRow]:
+    """Parse a ``.csv`` or ``.jsonl``/``.ndjson`` manifest into rows (paths not resolved)."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"prompt file {str(p)!r} does not exist or is not a file")
+        raise InputError(f"manifest {str(p)!r} does not exist or is not a file")
     suffix = p.suffix.lower()
-    if suffix == ".csv":
-        rows = _read_csv(p)
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = _read_jsonl(p)
-    else:
-        raise InputError(
-            f"prompt file {str(p)!r} must be .csv or .jsonl, got {suffix or 'no suffix'!r}"
-        )
+    try:
+        if suffix == ".csv":
+            return _read_csv(p)
+        if suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(p)
+    except UnicodeDecodeError as e:
+        raise InputError(f"manifest {str(p)!r} is not UTF-8 text: {e}") from None
+    raise InputError(
+        f"manifest {str(p)!r}: unknown format {suffix or '(no extension)'!r}; use .csv or .jsonl"
+    )
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
+    """Read a manifest into :class:`BatchItem` s with unique names, paths resolved against its folder.
+
+    Missing images are not checked here: a batch reports each failing item and goes on.
+    """
+    p = Path(path)
+    rows = read_rows(p)
     if not rows:
-        raise InputError(f"prompt file {str(p)!r} lists no items")
-    base = p.parent
-    pairs = [
-        ((Path(img) if Path(img).is_absolute() else base / img), prompt) for img, prompt in rows
-    ]
-    return unique_items(pairs)
+        raise InputError(f"manifest {str(p)!r} lists no items")
+    return unique_items([(resolve_image_path(r.image, p.parent), r.prompt) for r in rows])
+
+
+def resolve_image_path(raw: str, base: Path) -> Path:
+    """``raw`` (``~`` expanded) relative to ``base`` unless it is absolute."""
+    image = Path(os.path.expanduser(raw.strip()))
+    return image if image.is_absolute() else base / image
 
 
 def unique_items(pairs: list[tuple[Any, str]]) -> list[BatchItem]:
@@ -64,47 +87,50 @@ def unique_items(pairs: list[tuple[Any, str]]) -> list[BatchItem]:
     return items
 
 
-def _read_csv(p: Path) -> list[tuple[str, str]]:
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            missing = [c for c in ("image", "prompt") if c not in fields]
-            if missing:
-                raise InputError(
-                    f"prompt file {str(p)!r}: the CSV header must have the columns image and prompt; "
-                    f"missing {missing}, found {fields}"
-                )
-            rows = []
-            for line, row in enumerate(reader, start=2):
-                image = (row.get("image") or "").strip()
-                if not image:
-                    raise InputError(f"prompt file {str(p)!r} line {line}: empty image path")
-                rows.append((image, row.get("prompt") or ""))
-            return rows
-    except UnicodeDecodeError as e:
-        raise InputError(f"prompt file {str(p)!r} is not UTF-8 text: {e}") from None
+def _read_csv(p: Path) -> list[ManifestRow]:
+    with p.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        cols = {c.strip().lower(): c for c in header if c}
+        if "image" not in cols or "prompt" not in cols:
+            raise InputError(
+                f"{p}:1: the CSV header must name the columns 'image' and 'prompt'; "
+                f"got {', '.join(header) or '(empty file)'}"
+            )
+        rows = []
+        for row in reader:
+            where = f"{p}:{reader.line_num}"
+            image = row.get(cols["image"])
+            if image is None:
+                raise InputError(f"{where}: the row has fewer columns than the header")
+            if not image.strip():
+                raise InputError(f"{where}: the image path is empty")
+            rows.append(ManifestRow(image, row.get(cols["prompt"]) or "", where))
+        return rows
 
 
-def _read_jsonl(p: Path) -> list[tuple[str, str]]:
+def _read_jsonl(p: Path) -> list[ManifestRow]:
     rows = []
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise InputError(f"prompt file {str(p)!r} is not UTF-8 text: {e}") from None
-    for line_no, line in enumerate(lines, start=1):
+    for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{p}:{n}"
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
+            raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
             raise InputError(
-                f"prompt file {str(p)!r} line {line_no}: invalid JSON ({e.msg})"
-            ) from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("image"), str):
-            raise InputError(
-                f"prompt file {str(p)!r} line {line_no}: expected an object with string keys "
-                f"'image' and 'prompt', got {line.strip()[:80]!r}"
+                f"{where}: expected a JSON object with 'image' and 'prompt', got {type(obj).__name__}"
             )
-        rows.append((obj["image"], str(obj.get("prompt", ""))))
+        image, prompt = obj.get("image"), obj.get("prompt", "")
+        if not isinstance(image, str) or not image.strip():
+            raise InputError(
+                f"{where}: the key 'image' must be a string path (non-empty), got {image!r}"
+            )
+        if prompt is None:
+            prompt = ""
+        if not isinstance(prompt, str):
+            raise InputError(f"{where}: the key 'prompt' must be a string, got {prompt!r}")
+        rows.append(ManifestRow(image, prompt, where))
     return rows

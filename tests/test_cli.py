@@ -111,7 +111,7 @@ def test_prompt_file_batch_resumes_and_reports_failures(fakes, tmp_path, capsys)
     jsonl = folder / "items.jsonl"
     jsonl.write_text('{"image": "a.png", "prompt": "x"}\nnot json\n')
     assert main(["refine", "--prompt-file", str(jsonl), "--out", str(out), *FAKES]) == 2
-    assert "line 2: invalid JSON" in capsys.readouterr().err
+    assert ":2: not valid JSON" in capsys.readouterr().err
 
 
 def test_a_plugin_that_raises_fails_the_item_not_the_batch(fakes, image, tmp_path, capsys):

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grefine_core import atomic as _atomic
 from grefine_core.errors import InputError, UsageError
-from grefine_metrics import _atomic
 from grefine_metrics.report import format_value
 from grefine_metrics.stats import correlations
 

@@ -13,14 +13,13 @@ of the results and to name per-image files.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from grefine_core.errors import InputError
+from grefine_core.manifest import read_rows, resolve_image_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -53,61 +52,11 @@ def _key(path: Path, base: Path) -> str:
 
 
 def _resolve(raw: str, base: Path, where: str) -> Path:
-    text = raw.strip()
-    if not text:
-        raise InputError(f"{where}: the image path is empty")
-    p = Path(os.path.expanduser(text))
-    path = p if p.is_absolute() else base / p
+    path = resolve_image_path(raw, base)
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
-        raise InputError(f"{where}: image {text!r} {what} (looked for {path})")
+        raise InputError(f"{where}: image {raw.strip()!r} {what} (looked for {path})")
     return path
-
-
-def _read_csv(path: Path) -> list[tuple[str, str, str]]:
-    rows: list[tuple[str, str, str]] = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        cols = {c.strip().lower(): c for c in header if c}
-        if "image" not in cols or "prompt" not in cols:
-            raise InputError(
-                f"{path}:1: the CSV header must name the columns 'image' and 'prompt'; "
-                f"got {', '.join(header) or '(empty file)'}"
-            )
-        for row in reader:
-            line = reader.line_num
-            image = row.get(cols["image"])
-            if image is None:
-                raise InputError(f"{path}:{line}: the row has fewer columns than the header")
-            rows.append((image, row.get(cols["prompt"]) or "", f"{path}:{line}"))
-    return rows
-
-
-def _read_jsonl(path: Path) -> list[tuple[str, str, str]]:
-    rows: list[tuple[str, str, str]] = []
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise InputError(
-                    f"{where}: expected a JSON object with 'image' and 'prompt', got {type(obj).__name__}"
-                )
-            image, prompt = obj.get("image"), obj.get("prompt", "")
-            if not isinstance(image, str):
-                raise InputError(f"{where}: the key 'image' must be a string path, got {image!r}")
-            if prompt is None:
-                prompt = ""
-            if not isinstance(prompt, str):
-                raise InputError(f"{where}: the key 'prompt' must be a string, got {prompt!r}")
-            rows.append((image, prompt, where))
-    return rows
 
 
 def _read_folder(folder: Path) -> list[ManifestItem]:
@@ -142,19 +91,11 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestItem]:
         return _read_folder(p)
     if not p.exists():
         raise InputError(f"image set {str(p)!r} does not exist (give a folder, a .csv or a .jsonl)")
-    suffix = p.suffix.lower()
-    if suffix == ".csv":
-        rows = _read_csv(p)
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = _read_jsonl(p)
-    else:
-        raise InputError(
-            f"manifest {str(p)!r}: unknown format {suffix or '(no extension)'!r}; use .csv or .jsonl"
-        )
+    rows = read_rows(p)
     base = p.parent
     items: list[ManifestItem] = []
     seen: dict[str, str] = {}
-    for raw, prompt, where in rows:
+    for raw, prompt, where in ((r.image, r.prompt, r.where) for r in rows):
         image = _resolve(raw, base, where)
         key = _key(image, base)
         if key in seen:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from grefine_core import atomic as _atomic
 from grefine_core.metrics import Metric
-from grefine_metrics import _atomic
 
 NEGATIVE_MARK = "†"
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grefine_core import atomic as _atomic
 from grefine_core.errors import InputError
 from grefine_core.metrics import Metric
-from grefine_metrics import _atomic
 
 CSV_COLUMNS = ("method", "image", "metric", "before", "after", "delta")
 
