@@ -1,0 +1,149 @@
+"""AQ-Map, the alignment quality indicator: the CLIP side (SPEC 3.2).
+
+For a parsed prompt, every phrase text, head noun and the whole prompt are encoded through the
+85-template ensemble in one batched text pass (cached), the empty-string feature ``R`` is
+subtracted (feature surgery), and each text gets a score ``sigmoid(10 * S[cls])`` and a map
+``sim_map(S[1:])``. The defect logic of SPEC 3.3 lives in :mod:`grefine_clip.aq_logic`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from grefine_clip import ops
+from grefine_clip.aq_logic import resolve_alignment, scored_indices
+from grefine_clip.model import SurgeryCLIP
+from grefine_core.errors import ConfigError, InputError
+from grefine_core.types import AlignmentResult, ParsedPrompt
+
+#: ``score = sigmoid(SCORE_SCALE * S[cls])`` (released AQ-Map code).
+SCORE_SCALE = 10.0
+
+
+class AlignmentQuality:
+    """AQ-Map (SPEC 3): per-phrase alignment scores and maps, the defect map and the score ``a``.
+
+    :param clip: the :class:`~grefine_clip.model.SurgeryCLIP` backbone (shared with PQ).
+    :param merge: ``"paper"`` (product of the used maps) or ``"union"`` (max, released code).
+    :param a_bound: noun-missing threshold on the noun score.
+    :param beta: cask threshold of the score (Eq. 8).
+    :param emphasis_weight: ``w``: defective phrases get weight ``1 + w`` in the stage-1 prompt.
+    :param compat: ``"paper"`` normalises image tokens per token; ``"reference"`` over the token
+        axis like the released code.
+    :param text_cache_size: resize the backbone's text-feature LRU cache (``None``: leave it).
+    """
+
+    def __init__(
+        self,
+        clip: SurgeryCLIP,
+        merge: str = "paper",
+        a_bound: float = 0.5,
+        beta: float = 0.5,
+        *,
+        emphasis_weight: float = 0.1,
+        compat: str = "paper",
+        text_cache_size: int | None = None,
+    ):
+        if merge not in ("paper", "union"):
+            raise ConfigError(f"AQ merge must be 'paper' or 'union', got {merge!r}")
+        if compat not in ("paper", "reference"):
+            raise ConfigError(f"AQ compat must be 'paper' or 'reference', got {compat!r}")
+        if not beta > 0:
+            raise ConfigError(f"AQ beta must be > 0, got {beta!r}")
+        if not emphasis_weight >= 0:
+            raise ConfigError(f"AQ emphasis_weight must be >= 0, got {emphasis_weight!r}")
+        self.clip = clip
+        self.merge = merge
+        self.a_bound = float(a_bound)
+        self.beta = float(beta)
+        self.emphasis_weight = float(emphasis_weight)
+        self.compat = compat
+        if text_cache_size is not None:
+            clip.text_cache.resize(text_cache_size)
+
+    def texts_of(self, parsed: ParsedPrompt) -> tuple[list[str], list[str], str]:
+        """``(phrase texts, noun texts, prompt)`` of the phrases with a noun, in order."""
+        scored = [parsed.phrases[i] for i in scored_indices(parsed.phrases)]
+        return [p.text for p in scored], [str(p.noun) for p in scored], parsed.prompt
+
+    def text_features(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ensemble features of ``texts`` ``[K, D]`` and the redundant feature ``[1, D]``, all in
+        one batched text pass (uncached texts only)."""
+        feats = self.clip.encode_text_ensemble([*texts, ""])
+        return feats[:-1], feats[-1:]
+
+    def surgery_scores(
+        self,
+        tokens: torch.Tensor,
+        texts: Sequence[str],
+        size: tuple[int, int],
+        map_indices: Sequence[int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``[K]`` (``sigmoid(10 S[cls])``) and maps ``[M, H, W]`` of ``texts`` for one
+        image's raw surgery tokens ``[1, N, D]``.
+
+        :param map_indices: which texts get a map (default: all).
+        """
+        text, redundant = self.text_features(texts)
+        fn = ops.normalise_tokens(tokens.float(), self.compat)  # type: ignore[arg-type]
+        sims = ops.feature_surgery(fn, text.to(fn.device), redundant.to(fn.device))  # [1, N, K]
+        scores = torch.sigmoid(SCORE_SCALE * sims[0, 0]).cpu().numpy().astype(np.float64)
+        patch = sims[:, 1:]
+        if map_indices is not None:
+            patch = patch[:, :, list(map_indices)]
+        if patch.shape[2] == 0:
+            return scores, np.zeros((0, int(size[0]), int(size[1])), np.float32)
+        maps = ops.similarity_map(patch, size)[0].permute(2, 0, 1)
+        return scores, np.ascontiguousarray(maps.cpu().numpy(), dtype=np.float32)
+
+    def from_tokens(
+        self, tokens: torch.Tensor, parsed: ParsedPrompt, size: tuple[int, int]
+    ) -> AlignmentResult:
+        """The alignment result for already encoded image tokens ``[1, N, D]`` and map size
+        ``(H, W)``."""
+        if not isinstance(parsed, ParsedPrompt):
+            raise InputError(f"expected a ParsedPrompt, got {type(parsed).__name__}")
+        phrase_texts, noun_texts, prompt = self.texts_of(parsed)
+        mapped = list(dict.fromkeys([*phrase_texts, *noun_texts]))
+        unique = [*mapped, prompt] if prompt not in mapped else mapped
+        scores, maps = self.surgery_scores(tokens, unique, size, range(len(mapped)))
+        pos = {t: i for i, t in enumerate(unique)}
+        ph = [pos[t] for t in phrase_texts]
+        nn_ = [pos[t] for t in noun_texts]
+        h, w = int(size[0]), int(size[1])
+        return resolve_alignment(
+            parsed,
+            scores[ph],
+            scores[nn_],
+            maps[ph] if ph else np.zeros((0, h, w), np.float32),
+            maps[nn_] if nn_ else np.zeros((0, h, w), np.float32),
+            float(scores[pos[prompt]]),
+            prompt,
+            merge=self.merge,
+            a_bound=self.a_bound,
+            beta=self.beta,
+            emphasis_weight=self.emphasis_weight,
+            shape=(h, w),
+        )
+
+    def __call__(
+        self, image: Any, parsed: ParsedPrompt, tokens: torch.Tensor | None = None
+    ) -> AlignmentResult:
+        """Assess how well ``image`` matches the parsed prompt.
+
+        :param image: PIL image (any mode).
+        :param parsed: the parser's output.
+        :param tokens: the image's surgery tokens ``[1, N, D]`` when already encoded (PQ shares
+            them through the run context).
+        :returns: an :class:`~grefine_core.types.AlignmentResult` (maps of shape (H, W)).
+        """
+        from grefine_clip.images import as_pil
+
+        pil = as_pil(image)
+        if tokens is None:
+            tokens = self.clip.encode_image(self.clip.preprocess(pil))
+        return self.from_tokens(tokens, parsed, (pil.height, pil.width))
