@@ -1,0 +1,44 @@
+"""ONNX-exported, TensorRT-friendly CLIP Surgery encoders for the PQ / AQ indicators.
+
+Plugins ``onnx_pq`` / ``onnx_aq`` (select ``perceptual = "onnx_pq"``, ``alignment = "onnx_aq"``),
+the ``grefine export-onnx`` command (:mod:`grefine_onnx.cli`) and this API, imported lazily so
+that ``import grefine_onnx`` loads neither torch nor onnxruntime::
+
+    from grefine_onnx import export_clip, ExportOptions, ensure_export, OnnxSurgeryCLIP
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "ExportOptions": "grefine_onnx.export",
+    "export_clip": "grefine_onnx.export",
+    "ensure_export": "grefine_onnx.cache",
+    "default_cache_dir": "grefine_onnx.cache",
+    "check_export": "grefine_onnx.manifest",
+    "read_manifest": "grefine_onnx.manifest",
+    "OnnxSurgeryCLIP": "grefine_onnx.backend",
+    "SessionConfig": "grefine_onnx.providers",
+    "create_session": "grefine_onnx.providers",
+    "probe_providers": "grefine_onnx.providers",
+    "load_onnx_clip": "grefine_onnx.runtime",
+    "OnnxSettings": "grefine_onnx.settings",
+    "clip_weights_sha256": "grefine_onnx.hashing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grefine_onnx' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
