@@ -219,7 +219,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
     else:
         from grefine_core.display import format_parsed
 
-        print(format_parsed(parsed))
+        print(format_parsed(parsed, syntax=True))
     return 0
 
 

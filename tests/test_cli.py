@@ -232,7 +232,11 @@ def test_parse_prints_tree_and_json(fakes, capsys):
     assert data["phrases"][1]["span"] == [15, 20] and data["phrases"][1]["parent"] == 0
     assert main(["parse", "a red cat with a hat", "--parser", "fake_parser"]) == 0
     out = capsys.readouterr().out
-    assert "[0] 'a red cat'  noun=cat" in out and "  [1] 'a hat'  noun=hat" in out
+    assert "fake_parser: 2 phrases" in out
+    assert (
+        "[0] a red cat  (noun: cat; chars 0-9)" in out
+        and "└── [1] a hat  (noun: hat; chars 15-20)" in out
+    )
 
 
 def test_presets_command(capsys):

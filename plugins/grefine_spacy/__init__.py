@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(parser, name)
     if name == "format_tree":
-        from grefine_nltk.display import format_tree
+        from grefine_core.display import format_tree
 
         return format_tree
     raise AttributeError(f"module 'grefine_spacy' has no attribute {name!r}")

