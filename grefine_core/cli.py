@@ -87,14 +87,26 @@ def build_parser() -> ArgumentParser:
     pr = sub.add_parser("presets", help="list presets or show one")
     pr.add_argument("name", nargs="?")
 
-    ev = sub.add_parser(
-        "eval", help="evaluate refinement or assessment (see docs/evaluation.md)", add_help=False
-    )
-    ev.add_argument("rest", nargs=argparse.REMAINDER)
-
-    ex = sub.add_parser("export-onnx", help="export CLIP Surgery encoders to ONNX", add_help=False)
-    ex.add_argument("rest", nargs=argparse.REMAINDER)
+    # Listed for --help; their arguments are parsed by the plugin that owns them (see DELEGATED).
+    for name, text in DELEGATED_HELP.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
+
+
+#: Subcommands whose whole argument list is handed to a plugin module's ``main(argv)``.
+DELEGATED = {"eval": "grefine_metrics.eval_cli", "export-onnx": "grefine_onnx.cli"}
+DELEGATED_HELP = {
+    "eval": "evaluate refinement or assessment (grefine eval --help)",
+    "export-onnx": "export CLIP Surgery encoders to ONNX (grefine export-onnx --help)",
+}
+
+
+def _delegated_command(argv: list[str]) -> tuple[str, list[str]] | None:
+    """``(module, rest)`` when the first non-option word is a delegated subcommand."""
+    for i, word in enumerate(argv):
+        if not word.startswith("-"):
+            return (DELEGATED[word], argv[i + 1 :]) if word in DELEGATED else None
+    return None
 
 
 # ---------------------------------------------------------------------------- config from flags
@@ -255,14 +267,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_delegate(module: str, args: argparse.Namespace) -> int:
+def cmd_delegate(module: str, rest: list[str]) -> int:
     import importlib
 
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
         raise UsageError(f"this command needs {module} ({e})") from None
-    return int(mod.main(list(args.rest)) or 0)
+    return int(mod.main(rest) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
     )
     try:
+        delegated = _delegated_command(argv)
+        if delegated is not None:
+            return cmd_delegate(*delegated)
         args = build_parser().parse_args(argv)
         if args.command == "refine":
             return cmd_run(args, "refine")
@@ -286,10 +301,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plugins(args)
         if args.command == "presets":
             return cmd_presets(args)
-        if args.command == "eval":
-            return cmd_delegate("grefine_metrics.eval_cli", args)
-        if args.command == "export-onnx":
-            return cmd_delegate("grefine_onnx.cli", args)
         raise UsageError(f"unknown command {args.command!r}")
     except GRefineError as e:
         if debug:

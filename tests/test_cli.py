@@ -244,3 +244,13 @@ def test_presets_command(capsys):
     assert "tiny" in capsys.readouterr().out
     assert main(["presets", "reference"]) == 0
     assert 'fuser = "mask_reference"' in capsys.readouterr().out
+
+
+def test_delegated_subcommands_receive_their_options(monkeypatch):
+    import types
+
+    seen = {}
+    fake = types.SimpleNamespace(main=lambda argv: seen.setdefault("argv", argv) and 0)
+    monkeypatch.setitem(__import__("sys").modules, "grefine_onnx.cli", fake)
+    assert main(["-q", "export-onnx", "--model", "tiny", "--out", "x"]) == 0
+    assert seen["argv"] == ["--model", "tiny", "--out", "x"]

@@ -47,10 +47,14 @@ def get_clip(context: Any) -> Any:
     return context.models.get_or_create(clip_key(context), build)
 
 
-def image_tokens(context: Any, clip: Any, image: Any) -> Any:
-    """Raw surgery tokens ``[1, N, D]`` of ``image``, encoded once per run and backbone."""
+def image_tokens(context: Any, clip: Any, image: Any, key: Any = None) -> Any:
+    """Raw surgery tokens ``[1, N, D]`` of ``image``, encoded once per run and backbone.
+
+    :param key: the backbone's model-cache key (default: the torch backbone of ``[plugins.clip]``;
+        the ONNX backend passes its own, so torch and ONNX tokens never mix).
+    """
     store = context.cache.setdefault(TOKENS_CACHE_KEY, {})
-    key = clip_key(context)
+    key = clip_key(context) if key is None else key
     hit = store.get(key)
     if hit is not None and hit[0] is image:
         return hit[1]
@@ -59,15 +63,20 @@ def image_tokens(context: Any, clip: Any, image: Any) -> Any:
     return tokens
 
 
-def get_pq(context: Any) -> Any:
-    """The :class:`~grefine_clip.pq.PerceptualQuality` of ``[plugins.pq]`` (built once)."""
+def get_pq(context: Any, clip: Any = None, key: Any = None, label: str = "clip_pq") -> Any:
+    """The :class:`~grefine_clip.pq.PerceptualQuality` of ``[plugins.pq]`` (built once).
+
+    :param clip: the backbone (default: :func:`get_clip`); the ONNX backend passes its own.
+    :param key: the backbone's model-cache key (default: :func:`clip_key`).
+    :param label: the plugin name used in log messages.
+    """
     from grefine_clip.pq import PerceptualQuality, PQPrompts, load_pq_prompts
 
     s = context.settings("pq")
     model_name = context.settings("clip").model
     key = (
         "grefine_clip.PerceptualQuality",
-        clip_key(context),
+        clip_key(context) if key is None else key,
         s.compat,
         s.map_cask,
         s.prompts,
@@ -76,7 +85,7 @@ def get_pq(context: Any) -> Any:
     )
 
     # Outside the factory: the model cache's lock is not re-entrant.
-    clip = get_clip(context)
+    clip = get_clip(context) if clip is None else clip
 
     def build() -> PerceptualQuality:
         try:
@@ -85,8 +94,9 @@ def get_pq(context: Any) -> Any:
             if not (s.random_fallback and model_name == "tiny"):
                 raise
             log.warning(
-                "clip_pq: %s -- using seeded random prompt embeddings (tiny preset): the PQ "
+                "%s: %s -- using seeded random prompt embeddings (tiny preset): the PQ "
                 "score and map measure nothing",
+                label,
                 e,
             )
             prompts = PQPrompts.random(clip.text_width, seed=0)
@@ -95,14 +105,17 @@ def get_pq(context: Any) -> Any:
     return context.models.get_or_create(key, build)
 
 
-def get_aq(context: Any) -> Any:
-    """The :class:`~grefine_clip.aq.AlignmentQuality` of ``[plugins.aq]`` (built once)."""
+def get_aq(context: Any, clip: Any = None, key: Any = None) -> Any:
+    """The :class:`~grefine_clip.aq.AlignmentQuality` of ``[plugins.aq]`` (built once).
+
+    :param clip: the backbone (default: :func:`get_clip`); :param key: its model-cache key.
+    """
     from grefine_clip.aq import AlignmentQuality
 
     s = context.settings("aq")
     key = (
         "grefine_clip.AlignmentQuality",
-        clip_key(context),
+        clip_key(context) if key is None else key,
         s.merge,
         s.a_bound,
         s.beta,
@@ -111,7 +124,7 @@ def get_aq(context: Any) -> Any:
         s.text_cache_size,
     )
 
-    clip = get_clip(context)
+    clip = get_clip(context) if clip is None else clip
 
     def build() -> AlignmentQuality:
         return AlignmentQuality(

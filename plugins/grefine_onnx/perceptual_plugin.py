@@ -1,0 +1,30 @@
+"""Plugin ``onnx_pq``: the perceptual-map slot (PQ-Map) with the CLIP Surgery encoders in ONNX
+Runtime. Select it with ``select.perceptual = "onnx_pq"``.
+
+Settings: ``[plugins.clip]`` and ``[plugins.pq]`` (grefine_clip's own models, shared with
+``clip_pq``) and ``[plugins.onnx]``. Importing this module does not import torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grefine_clip.settings import ClipSettings, PQSettings
+
+from grefine_core.markers import hookimpl
+from grefine_onnx.settings import OnnxSettings
+
+
+@hookimpl
+def grefine_settings_models() -> dict[str, type]:
+    return {"clip": ClipSettings, "pq": PQSettings, "onnx": OnnxSettings}
+
+
+@hookimpl
+def grefine_perceptual_map(image: Any, context: Any) -> Any:
+    """``P`` (H, W) and ``p``; the ONNX image tokens stay in ``context.cache`` for ``onnx_aq``."""
+    from grefine_onnx.runtime import get_clip, get_pq, image_tokens
+
+    clip = get_clip(context)
+    pq = get_pq(context)
+    return pq(image, tokens=image_tokens(context, clip, image))
