@@ -34,20 +34,6 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-#: OpenAI CLIP ViT-B/16.
-VIT_B_16 = {
-    "embed_dim": 512,
-    "vision_width": 768,
-    "vision_layers": 12,
-    "vision_heads": 12,
-    "patch_size": 16,
-    "image_size": 224,
-    "context_length": 77,
-    "vocab_size": 49408,
-    "text_width": 512,
-    "text_heads": 8,
-    "text_layers": 12,
-}
 
 #: 6-phrase prompts (NLTK parser), with little vocabulary shared between them.
 PROMPTS = [
@@ -113,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from grefine_clip import AlignmentQuality, PerceptualQuality, SurgeryCLIP, load_pq_prompts
     from grefine_clip.loading import build_clip
+    from grefine_clip.model import VIT_B_16_CONFIG
     from grefine_clip.pq import PQPrompts
     from grefine_clip.settings import ClipSettings
     from grefine_onnx.runtime import load_onnx_clip
@@ -132,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Random ViT-B/16 written once as an OpenAI-format file: both backends load the same weights.
     t0 = time.perf_counter()
-    clip = SurgeryCLIP(build_clip(VIT_B_16, seed=0), description="random ViT-B/16")
+    clip = SurgeryCLIP(build_clip(VIT_B_16_CONFIG, seed=0), description="random ViT-B/16")
     weights = work / "vitb16_random.safetensors"
     if not weights.is_file():
         save_file({k: v.contiguous() for k, v in clip.model.state_dict().items()}, str(weights))

@@ -43,6 +43,15 @@ FAKE_SELECT = {
 }
 
 
+def fake_select_args(**overrides: str) -> list[str]:
+    """CLI arguments (``--select SLOT=PLUGIN`` ...) pointing every slot at the fakes;
+    ``overrides`` replace single slots, e.g. ``fake_select_args(stage1="my_refiner")``."""
+    args: list[str] = []
+    for slot, plugin in {**FAKE_SELECT, **overrides}.items():
+        args += ["--select", f"{slot}={plugin}"]
+    return args
+
+
 @contextmanager
 def registered_plugin(name: str, plugin: Any) -> Iterator[Any]:
     """Register ``plugin`` under ``name`` for every :class:`PluginHost` created inside the block

@@ -4,10 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-if [ -z "${GREFINE_SHARED_DIR:-}" ] && [ -d ../shared ]; then
-  export GREFINE_SHARED_DIR="$(cd ../shared && pwd)"
-fi
+. scripts/env.sh
 OUT=${1:-out/demo}
 .venv/bin/grefine refine --prompt-file examples/prompts.csv --preset tiny --out "$OUT"
 echo "Open $OUT/<image>_maps/overview.png to see input | P | A_defect | mask | output."

@@ -8,22 +8,14 @@ import pytest
 from PIL import Image
 
 from grefine_core.cli import main
-from grefine_core.testing import RaisingPlugin, make_test_image, registered_fakes
+from grefine_core.testing import (
+    RaisingPlugin,
+    fake_select_args,
+    make_test_image,
+    registered_fakes,
+)
 
-FAKES = [
-    "--select",
-    "perceptual=fake_pq",
-    "--select",
-    "parser=fake_parser",
-    "--select",
-    "alignment=fake_aq",
-    "--select",
-    "fuser=fake_fuser",
-    "--select",
-    "stage1=fake_stage1",
-    "--select",
-    "stage2=fake_stage2",
-]
+FAKES = fake_select_args()
 
 
 @pytest.fixture

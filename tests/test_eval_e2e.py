@@ -26,25 +26,16 @@ METRICS = [
 pytestmark = pytest.mark.slow
 
 
+def eval_tiny(out: Path) -> int:
+    return main(
+        ["eval", "refine", "--images", str(MANIFEST), "--presets", "tiny", "--metrics",
+         ",".join(METRICS), "--out", str(out), "--limit", "2", "--quiet"]
+    )  # fmt: skip
+
+
 def test_eval_refine_tiny_over_examples_writes_csv_table_and_plots(tmp_path, capsys):
     out = tmp_path / "eval"
-    code = main(
-        [
-            "eval",
-            "refine",
-            "--images",
-            str(MANIFEST),
-            "--presets",
-            "tiny",
-            "--metrics",
-            ",".join(METRICS),
-            "--out",
-            str(out),
-            "--limit",
-            "2",
-            "--quiet",
-        ]
-    )
+    code = eval_tiny(out)
     assert code == 0, capsys.readouterr().err
     with (out / "per_image.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -67,26 +58,7 @@ def test_eval_refine_tiny_over_examples_writes_csv_table_and_plots(tmp_path, cap
     assert len(sheets) == 2 and Image.open(sheets[0]).size[0] > 200
     # Re-running resumes: nothing is recomputed, the CSV is unchanged.
     before = (out / "per_image.csv").read_text()
-    assert (
-        main(
-            [
-                "eval",
-                "refine",
-                "--images",
-                str(MANIFEST),
-                "--presets",
-                "tiny",
-                "--metrics",
-                ",".join(METRICS),
-                "--out",
-                str(out),
-                "--limit",
-                "2",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert eval_tiny(out) == 0
     assert (out / "per_image.csv").read_text() == before
 
 

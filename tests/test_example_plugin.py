@@ -9,7 +9,7 @@ import os
 import pytest
 
 from grefine_core.cli import main
-from grefine_core.testing import make_test_image, registered_fakes
+from grefine_core.testing import fake_select_args, make_test_image, registered_fakes
 
 
 def _installed() -> bool:
@@ -43,16 +43,7 @@ def test_cli_selects_the_third_party_refiner_and_the_trace_names_it(
                 "tiny",
                 "--out",
                 str(out),
-                "--select",
-                "perceptual=fake_pq",
-                "--select",
-                "parser=fake_parser",
-                "--select",
-                "alignment=fake_aq",
-                "--select",
-                "fuser=fake_fuser",
-                "--select",
-                "stage1=example_sharpen",
+                *fake_select_args(stage1="example_sharpen"),
                 "--disable",
                 "pasd",
                 "--set",

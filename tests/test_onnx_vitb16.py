@@ -11,28 +11,14 @@ pytest.importorskip("onnxruntime")
 
 pytestmark = pytest.mark.slow
 
-#: OpenAI CLIP ViT-B/16.
-VIT_B_16 = {
-    "embed_dim": 512,
-    "vision_width": 768,
-    "vision_layers": 12,
-    "vision_heads": 12,
-    "patch_size": 16,
-    "image_size": 224,
-    "context_length": 77,
-    "vocab_size": 49408,
-    "text_width": 512,
-    "text_heads": 8,
-    "text_layers": 12,
-}
-
 
 @pytest.fixture(scope="module")
 def vitb():
     from grefine_clip import SurgeryCLIP
     from grefine_clip.loading import build_clip
+    from grefine_clip.model import VIT_B_16_CONFIG
 
-    return SurgeryCLIP(build_clip(VIT_B_16, seed=0), description="random ViT-B/16")
+    return SurgeryCLIP(build_clip(VIT_B_16_CONFIG, seed=0), description="random ViT-B/16")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,21 @@ from grefine_core.errors import ConfigError, InputError
 
 log = logging.getLogger("grefine.clip")
 
+#: OpenAI CLIP ViT-B/16 (for building the real architecture with random weights in tests/benchmarks).
+VIT_B_16_CONFIG: dict[str, int] = {
+    "embed_dim": 512,
+    "vision_width": 768,
+    "vision_layers": 12,
+    "vision_heads": 12,
+    "patch_size": 16,
+    "image_size": 224,
+    "context_length": 77,
+    "vocab_size": 49408,
+    "text_width": 512,
+    "text_heads": 8,
+    "text_layers": 12,
+}
+
 #: Architecture of :meth:`SurgeryCLIP.tiny` (same shapes as the shared fixture's tiny CLIP).
 TINY_CONFIG: dict[str, int] = {
     "embed_dim": 96,

@@ -7,18 +7,14 @@ lives in :mod:`grefine_masks.ops`.
 
 from __future__ import annotations
 
-from typing import Any
+from grefine_core.lazy import lazy_exports
 
-__all__ = ["PaperMaskSettings", "ReferenceMaskSettings", "fuse_paper", "fuse_reference"]
+_EXPORTS = {
+    "PaperMaskSettings": "grefine_masks.settings",
+    "ReferenceMaskSettings": "grefine_masks.settings",
+    "fuse_paper": "grefine_masks.ops",
+    "fuse_reference": "grefine_masks.ops",
+}
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("PaperMaskSettings", "ReferenceMaskSettings"):
-        from grefine_masks import settings
-
-        return getattr(settings, name)
-    if name in ("fuse_paper", "fuse_reference"):
-        from grefine_masks import ops
-
-        return getattr(ops, name)
-    raise AttributeError(f"module 'grefine_masks' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,7 @@ See ``docs/evaluation.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from grefine_core.lazy import lazy_exports
 
 _EXPORTS = {
     "read_manifest": "grefine_metrics.manifest",
@@ -30,9 +29,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'grefine_metrics' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,18 +11,13 @@ The pluggy plugin lives in :mod:`grefine_nltk.plugin` (plugin name ``nltk``).
 
 from __future__ import annotations
 
-from typing import Any
+from grefine_core.lazy import lazy_exports
 
-__all__ = ["format_tree", "parse_prompt", "parse_prompts"]
+_EXPORTS = {
+    "parse_prompt": "grefine_nltk.parser",
+    "parse_prompts": "grefine_nltk.parser",
+    "format_tree": "grefine_core.display",
+}
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("parse_prompt", "parse_prompts"):
-        from grefine_nltk import parser
-
-        return getattr(parser, name)
-    if name == "format_tree":
-        from grefine_core.display import format_tree
-
-        return format_tree
-    raise AttributeError(f"module 'grefine_nltk' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

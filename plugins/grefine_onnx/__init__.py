@@ -9,8 +9,7 @@ that ``import grefine_onnx`` loads neither torch nor onnxruntime::
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from grefine_core.lazy import lazy_exports
 
 _EXPORTS = {
     "ExportOptions": "grefine_onnx.export",
@@ -29,16 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'grefine_onnx' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

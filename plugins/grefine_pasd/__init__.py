@@ -7,17 +7,9 @@ The public names are imported lazily so that ``import grefine_pasd`` does not im
 
 from __future__ import annotations
 
-from typing import Any
+from grefine_core.lazy import lazy_exports
 
-__all__ = [
-    "PASDControlNetModel",
-    "PASDPipeline",
-    "PASDPipelineOutput",
-    "PASDUNet2DConditionModel",
-    "load_pasd_controlnet",
-]
-
-_LAZY = {
+_EXPORTS = {
     "PASDUNet2DConditionModel": "grefine_pasd.unet",
     "PASDControlNetModel": "grefine_pasd.controlnet",
     "load_pasd_controlnet": "grefine_pasd.controlnet",
@@ -25,14 +17,5 @@ _LAZY = {
     "PASDPipelineOutput": "grefine_pasd.pipeline",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'grefine_pasd' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

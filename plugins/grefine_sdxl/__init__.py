@@ -5,8 +5,7 @@ Heavy libraries (torch, diffusers, transformers, compel) load only when a functi
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from grefine_core.lazy import lazy_exports
 
 _EXPORTS = {
     "SDXLSettings": "grefine_sdxl.settings",
@@ -18,10 +17,6 @@ _EXPORTS = {
     "SDXLPromptEncoder": "grefine_sdxl.emphasis",
     "emphasis_fragments": "grefine_sdxl.emphasis",
 }
+
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'grefine_sdxl' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

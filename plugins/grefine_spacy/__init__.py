@@ -10,18 +10,15 @@ The pluggy plugin lives in :mod:`grefine_spacy.plugin` (plugin name ``spacy``).
 
 from __future__ import annotations
 
-from typing import Any
+from grefine_core.lazy import lazy_exports
 
-__all__ = ["DEFAULT_MODEL", "format_tree", "load_nlp", "parse_prompt", "parse_prompts"]
+_EXPORTS = {
+    "parse_prompt": "grefine_spacy.parser",
+    "parse_prompts": "grefine_spacy.parser",
+    "load_nlp": "grefine_spacy.parser",
+    "DEFAULT_MODEL": "grefine_spacy.parser",
+    "format_tree": "grefine_core.display",
+}
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("parse_prompt", "parse_prompts", "load_nlp", "DEFAULT_MODEL"):
-        from grefine_spacy import parser
-
-        return getattr(parser, name)
-    if name == "format_tree":
-        from grefine_core.display import format_tree
-
-        return format_tree
-    raise AttributeError(f"module 'grefine_spacy' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
