@@ -243,11 +243,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([i.to_dict() for i in infos], indent=2))
         return 0
-    width = max((len(i.name) for i in infos), default=4)
+    rows = [("plugin", "slots", "version", "source", "status")]
     for i in infos:
         slots = ",".join(i.slots) or ("metrics" if "grefine_metrics" in i.hooks else "-")
         status = i.status + (f" ({i.reason})" if i.reason and i.status != "loaded" else "")
-        print(f"{i.name:<{width}}  {slots:<22} {i.version or '-':<8} {i.source:<26} {status}")
+        rows.append((i.name, slots, i.version or "-", i.source, status))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4])
     return 0
 
 

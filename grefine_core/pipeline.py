@@ -57,7 +57,7 @@ class GRefine:
         self._slots = {slot: self._resolve_slot(slot) for slot in SLOTS}
         self.host.hook.grefine_configure.call_historic(kwargs={"config": self.config})
         if self.config.plumbing_only:
-            log.warning("preset %r: %s", self.config.preset, PLUMBING_NOTICE)
+            log.info("preset %r: %s", self.config.preset, PLUMBING_NOTICE)  # the CLI prints it
 
     # ------------------------------------------------------------------ set-up
     def _validate_plugin_settings(self) -> dict[str, BaseModel]:
