@@ -176,7 +176,6 @@ def time_unet_steps() -> dict[float, float]:
 def time_tiny_pipeline_by_stage(runs: int = 2) -> None:
     """The ``tiny`` preset end to end through ``GRefine``, seconds per slot from the trace.
 
-    LEAD: complete/adjust here if the facade's API changes (e.g. add the ablation configs).
     Falls back to fake indicator/parser/stage-2 plugins (grefine_core.testing) when a real
     plugin of the preset cannot run, so the mask fuser and stage 1 are always timed.
     """

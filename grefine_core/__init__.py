@@ -68,5 +68,4 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_config",
-    "load_config",
 ]

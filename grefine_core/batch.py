@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ class ItemOutcome:
     error: str | None = None
     result: RefineResult | None = None
     paths: dict[str, Path] = field(default_factory=dict)
+    #: for a failure: 2 when the item's input was unusable, 1 when the run failed.
+    exit_code: int = 0
 
 
 @dataclass
@@ -40,6 +43,14 @@ class BatchReport:
     def failed(self) -> list[ItemOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, 2 when every failure was a bad input, else 1."""
+        codes = {o.exit_code for o in self.failed}
+        if not codes:
+            return 0
+        return 2 if codes == {2} else 1
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {"done": 0, "resumed": 0, "failed": 0}
         for o in self.outcomes:
@@ -48,15 +59,26 @@ class BatchReport:
 
 
 def check_not_overwriting_inputs(items: Iterable[BatchItem], out_dir: Path) -> None:
-    """Refuse an output layout that would overwrite an input image."""
+    """Refuse an output layout that would overwrite an input image (``<name>.png``,
+    ``<name>.json``, or a file inside the ``<name>_maps/`` folder that a save replaces)."""
+    items = list(items)
     inputs = {Path(i.image).resolve() for i in items if isinstance(i.image, str | Path)}
     for item in items:
-        for suffix in (".png", ".json"):
-            target = (out_dir / f"{item.name}{suffix}").resolve()
+        maps = (out_dir / f"{item.name}_maps").resolve()
+        for target in (
+            (out_dir / f"{item.name}.png").resolve(),
+            (out_dir / f"{item.name}.json").resolve(),
+        ):
             if target in inputs:
                 raise OutputError(
                     f"refusing to overwrite the input {str(target)!r}: choose another --out folder"
                 )
+        inside = next((i for i in inputs if maps in i.parents), None)
+        if inside is not None:
+            raise OutputError(
+                f"refusing to replace the folder {str(maps)!r}, which holds the input "
+                f"{str(inside)!r}: choose another --out folder"
+            )
 
 
 def run_batch(
@@ -73,7 +95,8 @@ def run_batch(
 
     :param out_dir: where results are saved (``<name>.png``, ``<name>.json``, ``<name>_maps/``);
         ``None`` keeps results in memory only.
-    :param resume: skip items whose ``<name>.json`` already exists in ``out_dir``.
+    :param resume: skip items whose ``<name>.json`` already exists in ``out_dir`` (written in the
+        same ``mode`` for the same prompt).
     :param keep_results: keep each :class:`RefineResult` in the outcome (always when no out_dir).
     :param on_item: called after each item (progress bars).
     """
@@ -85,7 +108,7 @@ def run_batch(
     base_seed = pipeline.config.seed
     run = pipeline.assess if mode == "assess" else pipeline.refine
     for index, item in enumerate(items):
-        if out is not None and resume and (out / f"{item.name}.json").exists():
+        if out is not None and resume and _already_done(out / f"{item.name}.json", item, mode):
             outcome = ItemOutcome(item, "resumed")
         else:
             outcome = _run_item(pipeline, run, item, out, base_seed + index, keep_results)
@@ -93,6 +116,28 @@ def run_batch(
         if on_item is not None:
             on_item(outcome)
     return BatchReport(outcomes)
+
+
+def _already_done(report: Path, item: BatchItem, mode: str) -> bool:
+    """Whether ``report`` is a finished result of this item: same mode and prompt.
+
+    An ``assess`` report does not count for ``refine`` (its image is the unrefined input), nor does
+    a report written for another prompt; an unreadable report is recomputed.
+    """
+    if not report.is_file():
+        return False
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.info("recomputing %s: %s is unreadable", item.name, report)
+        return False
+    if not isinstance(data, dict) or data.get("mode", "refine") != mode:
+        log.info("recomputing %s: %s was written by another mode", item.name, report)
+        return False
+    if data.get("prompt") != item.prompt:
+        log.info("recomputing %s: %s was written for another prompt", item.name, report)
+        return False
+    return True
 
 
 def _run_item(pipeline, run, item, out, seed, keep_results) -> ItemOutcome:
@@ -106,4 +151,8 @@ def _run_item(pipeline, run, item, out, seed, keep_results) -> ItemOutcome:
         return ItemOutcome(item, "done", result=result if keep else None, paths=paths)
     except GRefineError as e:
         log.error("item %s failed: %s", item.name, e)
-        return ItemOutcome(item, "failed", error=str(e))
+        return ItemOutcome(item, "failed", error=str(e), exit_code=e.exit_code)
+    except Exception as e:  # noqa: BLE001 - a bug must not abort the rest of the batch
+        log.error("item %s failed: unexpected %s: %s", item.name, type(e).__name__, e)
+        log.debug("traceback of item %s", item.name, exc_info=True)
+        return ItemOutcome(item, "failed", error=f"unexpected {type(e).__name__}: {e}", exit_code=1)

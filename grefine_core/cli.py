@@ -27,65 +27,152 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """``--debug`` and ``-q``, accepted before and after the subcommand."""
+    default = False if top else argparse.SUPPRESS  # a subcommand must not reset the top's value
+    p.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks and debug logs"
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="only errors, no progress bars"
+    )
+
+
+def _preset_list() -> str:
+    from grefine_core.config import preset_names
+
+    return ", ".join(preset_names())
+
+
 def _common_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder (created if needed)")
-    p.add_argument("--preset", help="preset name: paper (default), reference, tiny")
-    p.add_argument("--config", help="a TOML config file (overrides the preset)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (created if needed); never an input's own file",
+    )
+    p.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"shipped preset: {_preset_list()} (default: GREFINE_PRESET, the config file's, else paper)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML config file; overrides the preset, overridden by GREFINE_* and flags",
+    )
     p.add_argument(
         "--select",
         action="append",
         default=[],
         metavar="SLOT=PLUGIN",
-        help=f"plugin for a slot ({', '.join(SLOTS)}); PLUGIN 'none' skips the slot",
+        help=f"plugin for a slot ({', '.join(SLOTS)}); PLUGIN 'none' skips the slot; repeatable",
     )
     p.add_argument(
-        "--disable", action="append", default=[], metavar="PLUGIN", help="block a plugin (ablation)"
+        "--disable",
+        action="append",
+        default=[],
+        metavar="PLUGIN",
+        help="block a plugin before import; its slot is skipped (ablation); repeatable",
     )
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any config key, dotted, e.g. plugins.sdxl.steps=4",
+        help="any config key, dotted, e.g. plugins.sdxl.steps=4; repeatable",
     )
-    p.add_argument("--seed", type=int, help="base seed (item i of a batch uses seed + i)")
+    p.add_argument("--seed", type=int, metavar="N", help="base seed (item i of a batch uses N + i)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="torch device")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
-    p.add_argument("--no-maps", action="store_true", help="write only the image and the JSON")
+    p.add_argument(
+        "--no-maps",
+        action="store_true",
+        help="write only the image and the JSON, no DIR/<stem>_maps/",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="recompute every item (default: skip items whose DIR/<stem>.json was written in "
+        "this mode for the same prompt)",
+    )
+    _global_options(p, top=False)
+
+
+RUN_EPILOG = """configuration precedence (lowest to highest): --preset, --config FILE, GREFINE_* environment
+variables, the other flags. --disable adds to the plugins disabled by lower levels; --select
+SLOT=PLUGIN re-enables a plugin that a lower level disabled.
+
+exit status: 0 success, 2 bad usage or input, 1 a failed run (add --debug for tracebacks).
+"""
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="grefine", description="G-Refine: quality maps and refinement for AI-generated images."
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    formatter = argparse.RawDescriptionHelpFormatter
 
-    r = sub.add_parser("refine", help="find defects and refine images")
-    r.add_argument("images", nargs="*", metavar="IMAGE")
+    r = sub.add_parser(
+        "refine",
+        help="find defects and refine images",
+        description="Assess and refine images. Writes DIR/<stem>.png (refined), DIR/<stem>.json\n"
+        "(scores, defects, trace) and DIR/<stem>_maps/ (every map as .npy and overlay PNG).",
+        epilog=RUN_EPILOG,
+        formatter_class=formatter,
+    )
+    r.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="input images (any PIL-readable file and mode)"
+    )
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--prompt", help="the prompt the images were generated from")
-    g.add_argument("--prompt-file", help="CSV (image,prompt) or JSONL of a batch")
-    r.add_argument("--no-resume", action="store_true", help="recompute items whose JSON exists")
+    g.add_argument("--prompt", metavar="TEXT", help="the prompt the images were generated from")
+    g.add_argument(
+        "--prompt-file",
+        metavar="F",
+        help='batch: a CSV with columns image,prompt or a JSONL of {"image", "prompt"} '
+        "(image paths relative to F); shows a progress bar",
+    )
     _common_run_options(r)
 
-    a = sub.add_parser("assess", help="quality maps and scores only, no refinement")
-    a.add_argument("images", nargs="+", metavar="IMAGE")
-    a.add_argument("--prompt", required=True)
+    a = sub.add_parser(
+        "assess",
+        help="quality maps and scores only, no refinement",
+        description="Quality maps and scores only (no refinement): DIR/<stem>.json and\n"
+        "DIR/<stem>_maps/; DIR/<stem>.png is the input as the pipeline saw it (RGB).",
+        epilog=RUN_EPILOG,
+        formatter_class=formatter,
+    )
+    a.add_argument("images", nargs="+", metavar="IMAGE", help="input images")
+    a.add_argument("--prompt", metavar="TEXT", required=True, help="the images' prompt")
     _common_run_options(a)
 
     pa = sub.add_parser("parse", help="show how a prompt is split into phrases")
     pa.add_argument("text", metavar="TEXT")
-    pa.add_argument("--parser", default=None, help="parser plugin (default: the preset's)")
-    pa.add_argument("--preset", help="preset to take the parser from")
+    pa.add_argument(
+        "--parser", metavar="NAME", default=None, help="parser plugin (default: the preset's)"
+    )
+    pa.add_argument("--preset", metavar="NAME", help="preset to take the parser from")
     pa.add_argument("--json", action="store_true", help="machine-readable output")
+    _global_options(pa, top=False)
 
     pl = sub.add_parser("plugins", help="list plugins, their slots and status")
-    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.add_argument("--preset", metavar="NAME", help="show the status under this preset")
+    pl.add_argument("--config", metavar="FILE", help="show the status under this config file")
+    pl.add_argument(
+        "--disable",
+        action="append",
+        default=[],
+        metavar="PLUGIN",
+        help="show PLUGIN as disabled (adds to the configuration's disable); repeatable",
+    )
+    _global_options(pl, top=False)
 
     pr = sub.add_parser("presets", help="list presets or show one")
-    pr.add_argument("name", nargs="?")
+    pr.add_argument("name", nargs="?", metavar="NAME", help="print this preset's TOML")
+    _global_options(pr, top=False)
 
     # Listed for --help; their arguments are parsed by the plugin that owns them (see DELEGATED).
     for name, text in DELEGATED_HELP.items():
@@ -133,22 +220,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
         out = deep_merge(out, dotted_to_nested(key, parse_scalar(value)))
+    if args.disable:
+        # One layer: --set disable=[...] and --disable add up.
+        listed = out.get("disable", [])
+        if not isinstance(listed, list):
+            raise UsageError(f"--set disable expects a list such as ['pasd'], got {listed!r}")
+        out["disable"] = list(dict.fromkeys([*listed, *args.disable]))
     for flag in ("seed", "device", "dtype"):
         if getattr(args, flag, None) is not None:
             out[flag] = getattr(args, flag)
+    if getattr(args, "no_maps", False):
+        out = deep_merge(out, {"output": {"save_maps": False}})
     return out
 
 
 def _config(args: argparse.Namespace):
     from grefine_core.config import load_config
 
-    overrides = _overrides(args)
-    cfg = load_config(preset=args.preset, config_file=args.config, overrides=overrides)
-    if args.disable:
-        cfg.disable = list(dict.fromkeys([*cfg.disable, *args.disable]))
-    if getattr(args, "no_maps", False):
-        cfg.output.save_maps = False
-    return cfg
+    return load_config(preset=args.preset, config_file=args.config, overrides=_overrides(args))
 
 
 # ---------------------------------------------------------------------------- commands
@@ -182,7 +271,7 @@ def _items(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace, mode: str) -> int:
     from grefine_core.pipeline import GRefine
-    from grefine_core.progress import BatchProgress, StageProgressObserver
+    from grefine_core.progress import BatchProgress, StageProgressObserver, logging_above_bars
     from grefine_core.result import PLUMBING_NOTICE
 
     items = _items(args)
@@ -192,14 +281,17 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     observer = StageProgressObserver(enabled=not args.quiet)
     pipeline = GRefine(cfg, observers=[observer])
     progress = BatchProgress(len(items), enabled=not args.quiet and len(items) > 1)
-    report = pipeline.refine_many(
-        items,
-        args.out,
-        mode=mode,
-        resume=not getattr(args, "no_resume", False),
-        on_item=progress.update,
-    )
-    progress.close()
+    try:
+        with logging_above_bars(enabled=not args.quiet):
+            report = pipeline.refine_many(
+                items,
+                args.out,
+                mode=mode,
+                resume=not getattr(args, "no_resume", False),
+                on_item=progress.update,
+            )
+    finally:
+        progress.close()
     counts = report.counts()
     for outcome in report.outcomes:
         if outcome.status == "failed":
@@ -213,7 +305,7 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
             f"{counts['done']} done, {counts['resumed']} already done (resumed), {counts['failed']} failed"
             f" -> {args.out}"
         )
-    return 1 if counts["failed"] else 0
+    return report.exit_code
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -227,7 +319,12 @@ def cmd_parse(args: argparse.Namespace) -> int:
     pipeline = GRefine(cfg)
     parsed = pipeline.parse(args.text)
     if args.json:
-        print(json.dumps(parsed.to_dict(), ensure_ascii=False, indent=2))
+        data = parsed.to_dict()
+        tree = parsed.tree
+        if tree is not None:  # one line, bracketed
+            tree = tree.pformat(margin=1_000_000) if hasattr(tree, "pformat") else str(tree)
+        data["tree"] = tree
+        print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         from grefine_core.display import format_parsed
 
@@ -236,9 +333,12 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from grefine_core.config import load_config
     from grefine_core.plugins import PluginHost
 
-    host = PluginHost()
+    overrides = {"disable": list(args.disable)} if args.disable else None
+    cfg = load_config(preset=args.preset, config_file=args.config, overrides=overrides)
+    host = PluginHost(disable=cfg.disable)
     infos = host.report()
     if args.json:
         print(json.dumps([i.to_dict() for i in infos], indent=2))

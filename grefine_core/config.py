@@ -1,7 +1,8 @@
 """Configuration: pydantic models, presets (TOML files shipped in the package) and overrides.
 
 Precedence, lowest to highest: the preset, a user config file, ``GREFINE_*`` environment variables,
-command-line flags. Unknown keys fail loudly everywhere (``extra="forbid"``).
+command-line flags. Unknown keys fail loudly everywhere (``extra="forbid"``). ``disable`` lists add
+up across the layers (see :func:`load_config`).
 """
 
 from __future__ import annotations
@@ -187,19 +188,62 @@ def validate_config(data: Mapping[str, Any], source: str) -> GRefineConfig:
         return GRefineConfig.model_validate(dict(data))
     except ValidationError as e:
         raise ConfigError(
-            f"invalid configuration ({source}):\n{format_validation_error(e)}"
+            f"invalid configuration ({source}):\n{format_validation_error(e, GRefineConfig)}"
         ) from None
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line per problem: ``key.path: message (got value)``."""
+def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class found by following ``loc`` through ``model``'s fields."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = field.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def format_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per problem: ``key.path: message (got value)``.
+
+    :param model: the model that was validated; when given, an unknown key's line lists the valid
+        keys of the table it appeared in.
+    """
     lines = []
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"]) or "(root)"
         got = item.get("input")
         got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
-        lines.append(f"  {loc}: {item['msg']}{got_text}")
+        valid = ""
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(model, tuple(item["loc"][:-1]))
+            if owner is not None:
+                valid = f"; valid keys: {', '.join(owner.model_fields)}"
+        lines.append(f"  {loc}: {item['msg']}{got_text}{valid}")
     return "\n".join(lines)
+
+
+def _layered_disable(layers: list[Mapping[str, Any]]) -> list[str] | None:
+    """``disable`` across layers, lowest first: each layer adds its plugins, and a plugin that a
+    layer names in ``select`` is re-enabled if only a *lower* layer disabled it.
+
+    ``None`` when a layer's ``disable`` is not a list of names (validation then reports it).
+    """
+    disabled: list[str] = []
+    for layer in layers:
+        select = layer.get("select")
+        if isinstance(select, Mapping):
+            chosen = {v for v in select.values() if isinstance(v, str)}
+            disabled = [n for n in disabled if n not in chosen]
+        names = layer.get("disable", [])
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            return None
+        disabled += [n for n in names if n not in disabled]
+    return disabled
 
 
 def load_config(
@@ -210,26 +254,34 @@ def load_config(
 ) -> GRefineConfig:
     """Build the configuration: preset, then user file, then environment, then ``overrides``.
 
-    :param preset: a shipped preset name (default: ``GREFINE_PRESET``, else the user file's
-        ``preset`` key, else ``paper``).
+    Tables merge key by key and a higher layer's value replaces a lower one's, except ``disable``:
+    the layers' lists add up, and naming a plugin in ``select`` re-enables it when a lower layer
+    disabled it (within one layer, ``disable`` wins).
+
+    :param preset: a shipped preset name (default: ``overrides["preset"]``, else
+        ``GREFINE_PRESET``, else the user file's ``preset`` key, else ``paper``).
     :param config_file: a user TOML file; may set ``preset`` to start from another preset.
     :param overrides: a nested dict (from CLI flags) applied last.
     :param environ: the environment to read ``GREFINE_*`` from (default ``os.environ``).
     """
     env = os.environ if environ is None else environ
+    flags = dict(overrides or {})
     user = read_config_file(config_file) if config_file else {}
     env_data = env_overrides(env)
-    name = preset or env_data.get("preset") or user.get("preset") or "paper"
-    merged = preset_data(str(name))
+    name = preset or flags.get("preset") or env_data.get("preset") or user.get("preset") or "paper"
+    base = preset_data(str(name))
+    merged = base
     sources = [f"preset {name!r}"]
     for layer, label in (
         (user, f"config file {str(config_file)!r}"),
         (env_data, "GREFINE_* environment variables"),
-        (overrides or {}, "command-line flags"),
+        (flags, "command-line flags"),
     ):
         if layer:
             merged = deep_merge(merged, layer)
             sources.append(label)
-    if "preset" not in (overrides or {}) and preset:
-        merged["preset"] = preset
+    disable = _layered_disable([base, user, env_data, flags])
+    if disable is not None:
+        merged["disable"] = disable
+    merged["preset"] = str(name)
     return validate_config(merged, " + ".join(sources))

@@ -85,7 +85,7 @@ def grefine_parse_prompt(prompt: str, context: RunContext) -> ParsedPrompt | Non
     Only called when the alignment slot is active.
 
     :param prompt: the prompt, as given (may be long, non-ASCII, or without any noun).
-    :param context: the run context (may be ``None`` when called from ``grefine parse``).
+    :param context: the run context (``grefine parse`` and ``GRefine.parse`` pass one too).
     :returns: a :class:`~grefine_core.types.ParsedPrompt`; every span inside the prompt, parents
         forming a forest. ``None`` means "not handled" (an error).
     """

@@ -85,6 +85,7 @@ def load_image(
     if isinstance(source, Image.Image):
         original = source
         label = "<in-memory image>"
+        (w, h), mode = original.size, original.mode
     else:
         path = Path(source)
         label = str(path)
@@ -94,21 +95,18 @@ def load_image(
             raise InputError(f"image {label!r} does not exist")
         if path.stat().st_size == 0:
             raise InputError(f"image {label!r} is empty (0 bytes)")
-        original = _open_checked(path, settings)
-    w, h = original.size
+        original, (w, h), mode = _open_checked(path, settings)
     if w * h > settings.max_pixels_hard:
         raise InputError(
             f"image {label!r} is {w}x{h} ({w * h:,} pixels), more than the limit of "
             f"{settings.max_pixels_hard:,} (image.max_pixels_hard); downscale it first"
         )
-    mode = original.mode
-    if original.format == "JPEG" and max(w, h) > settings.max_side:
-        original.draft("RGB", (settings.max_side, settings.max_side))  # decode at reduced scale
     try:
         rgb = to_rgb(original)
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"image {label!r} could not be decoded: {e}") from None
-    rgb, downscaled = fit_within(rgb, settings.max_side)
+    rgb, _ = fit_within(rgb, settings.max_side)
+    downscaled = rgb.size != (w, h)  # a JPEG may already be decoded at a reduced scale
     if downscaled:
         log.warning(
             "image %s is %dx%d; downscaled to %dx%d (image.max_side = %d)",
@@ -121,18 +119,24 @@ def load_image(
     return rgb, ImageInfo(label, (w, h), mode, rgb.size, downscaled)
 
 
-def _open_checked(path: Path, settings: ImageSettings) -> Image.Image:
+def _open_checked(path: Path, settings: ImageSettings) -> tuple[Image.Image, tuple[int, int], str]:
+    """The decoded image, and its size and mode as stored in the file (before any JPEG draft)."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = settings.max_pixels_hard  # our own limit replaces PIL's bomb check
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
-            w, h = image.size
-            if w * h > settings.max_pixels_hard:
-                return image  # refused by the caller with a clear message, never decoded
+            size, mode = image.size, image.mode
+            if size[0] * size[1] > settings.max_pixels_hard:
+                return image, size, mode  # refused by the caller, never decoded
+            if image.format == "JPEG" and max(size) > settings.max_side:
+                # decode at a reduced DCT scale (must precede load()); fit_within finishes the job
+                image.draft("RGB", (settings.max_side, settings.max_side))
             image.load()
-            return image
+            return image, size, mode
+    except PermissionError:
+        raise InputError(f"image {str(path)!r} cannot be read: permission denied") from None
     except Image.DecompressionBombError:
         raise InputError(
             f"image {str(path)!r} has more pixels than the limit of {settings.max_pixels_hard:,} "

@@ -74,16 +74,26 @@ def resolve_image_path(raw: str, base: Path) -> Path:
 
 def unique_items(pairs: list[tuple[Any, str]]) -> list[BatchItem]:
     """Items named by file stem (in-memory images: ``image``); a repeated name gets ``-2``,
-    ``-3``... so outputs never collide."""
-    seen: dict[str, int] = {}
+    ``-3``... so outputs never collide (also with a file whose own stem is ``cat-2``)."""
+    stems = [
+        (Path(image).stem if isinstance(image, str | os.PathLike) else "image") or "image"
+        for image, _ in pairs
+    ]
+    own = set(stems)
+    used: set[str] = set()
+    counts: dict[str, int] = {}
     items = []
-    for image, prompt in pairs:
-        is_path = isinstance(image, str | os.PathLike)
-        stem = (Path(image).stem if is_path else "image") or "image"
-        image = Path(image) if is_path else image
-        count = seen.get(stem, 0) + 1
-        seen[stem] = count
-        items.append(BatchItem(image, prompt, stem if count == 1 else f"{stem}-{count}"))
+    for (image, prompt), stem in zip(pairs, stems):
+        image = Path(image) if isinstance(image, str | os.PathLike) else image
+        name = stem
+        if name in used:
+            count = counts.get(stem, 1)
+            while name in used or name in own:  # never take a later item's own stem
+                count += 1
+                name = f"{stem}-{count}"
+            counts[stem] = count
+        used.add(name)
+        items.append(BatchItem(image, prompt, name))
     return items
 
 

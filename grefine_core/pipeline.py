@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from grefine_core import validation
 from grefine_core.config import GRefineConfig, format_validation_error, load_config
 from grefine_core.context import ModelCache, RunContext
-from grefine_core.errors import ConfigError, GRefineError, InputError, PluginError
+from grefine_core.errors import ConfigError, GRefineError, InputError, PluginError, UsageError
 from grefine_core.imageio import load_image
 from grefine_core.plugins import PluginHost, validate_names
 from grefine_core.result import PLUMBING_NOTICE, RefineResult
@@ -54,6 +54,7 @@ class GRefine:
         )
         self.plugin_settings = self._validate_plugin_settings()
         self.models = ModelCache()
+        self._current: RunContext | None = None
         self._slots = {slot: self._resolve_slot(slot) for slot in SLOTS}
         self.host.hook.grefine_configure.call_historic(kwargs={"config": self.config})
         if self.config.plumbing_only:
@@ -68,8 +69,11 @@ class GRefine:
             try:
                 settings[section] = model.model_validate(raw)
             except ValidationError as e:
+                owner = self.host.settings_owners.get(section)
+                read_by = f" (read by plugin {owner!r})" if owner else ""
                 raise ConfigError(
-                    f"invalid settings in [plugins.{section}]:\n{format_validation_error(e)}"
+                    f"invalid settings in [plugins.{section}]{read_by}:\n"
+                    f"{format_validation_error(e, model)}"
                 ) from None
         unknown = sorted(set(self.config.plugins) - set(models))
         if unknown:
@@ -138,8 +142,17 @@ class GRefine:
         )
 
     def parse(self, prompt: str) -> Any:
-        """Run only the parser slot on ``prompt``."""
+        """Run only the parser slot on ``prompt``.
+
+        :raises UsageError: no parser is active (``select.parser`` is ``"none"`` or disabled).
+        """
+        if self.slot_plugin("parser") is None:
+            parsers = ", ".join(self.host.implementers("parser")) or "(none loaded)"
+            raise UsageError(
+                f"no parser to run: {self._slots['parser'][1]}; select one of: {parsers}"
+            )
         ctx = self._context(seed=self.config.seed, name="prompt", prompt=prompt)
+        self._current = ctx
         return self._call_slot("parser", ctx, [], prompt=prompt, context=ctx)
 
     # ------------------------------------------------------------------ the run

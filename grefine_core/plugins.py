@@ -110,6 +110,8 @@ class PluginHost:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: ``{section: plugin}``, filled by :meth:`settings_models`.
+        self.settings_owners: dict[str, str] = {}
         extras = {**_EXTRA_PLUGINS, **(extra_plugins or {})}
         eps = _entry_points()
         self.known = sorted({ep.name for ep in eps} | set(extras))
@@ -213,18 +215,41 @@ class PluginHost:
 
     def settings_models(self) -> dict[str, type]:
         """``{section: model}`` declared by the loaded plugins; a clash between two plugins is an error."""
+        from pydantic import BaseModel
+
         models: dict[str, type] = {}
         owners: dict[str, str] = {}
         for impl in self.pm.hook.grefine_settings_models.get_hookimpls():
-            declared = impl.function() or {}
+            try:
+                declared = impl.function() or {}
+            except Exception as e:  # noqa: BLE001 - a third-party plugin's bug, named
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in grefine_settings_models(): "
+                    f"{type(e).__name__}: {e}",
+                    plugin=impl.plugin_name,
+                ) from e
+            if not isinstance(declared, Mapping):
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: grefine_settings_models() must return "
+                    f"{{section: pydantic model class}}, got {type(declared).__name__}",
+                    plugin=impl.plugin_name,
+                )
             for section, model in declared.items():
+                if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r}: settings section {section!r} must map to a "
+                        f"pydantic model class (subclass grefine_core.config.StrictModel), got "
+                        f"{model!r}",
+                        plugin=impl.plugin_name,
+                    )
                 if section in models and models[section] is not model:
                     raise ConfigError(
                         f"plugins {owners[section]!r} and {impl.plugin_name!r} both declare "
                         f"settings section [plugins.{section}] with different models"
                     )
                 models[section] = model
-                owners[section] = impl.plugin_name
+                owners.setdefault(section, impl.plugin_name)
+        self.settings_owners = owners
         return models
 
     def report(self) -> list[PluginInfo]:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from grefine_core.markers import hookimpl
+
+
+@contextmanager
+def logging_above_bars(enabled: bool = True) -> Iterator[None]:
+    """Route console log records through ``tqdm.write`` so they print above the bars instead of
+    breaking them."""
+    if not enabled:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]):
+        yield
 
 
 class BatchProgress:

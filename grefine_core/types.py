@@ -6,6 +6,7 @@ Maps are always ``float32`` arrays of shape ``(H, W)`` of the *input* image (row
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -198,15 +199,21 @@ class StageRecord:
 
 
 def _jsonable(value: Any) -> Any:
-    """Turn numpy scalars/arrays, tuples and nested dicts into JSON-friendly values."""
+    """Turn numpy scalars/arrays, tuples and nested dicts into JSON-friendly values (NaN/inf ->
+    ``None``)."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
     if isinstance(value, np.ndarray):
-        return value.tolist() if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
-    if isinstance(value, float | int | str | bool) or value is None:
+        if value.size <= 64:
+            return _jsonable(value.tolist())
+        return f"<array {value.shape} {value.dtype}>"
+    if isinstance(value, float):
+        # JSON has no NaN/inf: a plugin's non-finite number becomes null, never a failed save.
+        return value if math.isfinite(value) else None
+    if isinstance(value, int | str | bool) or value is None:
         return value
     return str(value)

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/env.sh
 OUT=${1:-out/demo}
-.venv/bin/grefine refine --prompt-file examples/prompts.csv --preset tiny --out "$OUT"
+"$VENV/bin/grefine" refine --prompt-file examples/prompts.csv --preset tiny --out "$OUT"
 echo "Open $OUT/<image>_maps/overview.png to see input | P | A_defect | mask | output."

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install grefine with its test tools and the example plugin.
+# Create the virtual environment (.venv, or $GREFINE_VENV) if missing and install grefine with its
+# test tools and the example plugin.
 # Uses pip (not uv/poetry): torch comes from the local wheel folder/mirror where pip is configured so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/env.sh
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet -e ".[dev]" -e ./examples/grefine-example-refiner
-echo "grefine installed in $(pwd)/.venv"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]" -e ./examples/grefine-example-refiner
+echo "grefine installed in $VENV"

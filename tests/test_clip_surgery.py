@@ -229,6 +229,11 @@ def test_image_modes(fixture_clip, make):
         # High bit depth is rescaled, not clipped: same as the 8-bit grayscale image.
         ref = fixture_clip.preprocess(Image.fromarray(gray))
         assert float((x - ref).abs().max()) < 0.03
+    elif getattr(image, "mode", "") == "L":
+        # Resize, then RGB: exactly the three-channel gray image.
+        assert torch.equal(x, fixture_clip.preprocess(Image.fromarray(gray)))
+    elif isinstance(image, np.ndarray):
+        assert torch.equal(x, fixture_clip.preprocess(Image.fromarray(rgb)))
 
 
 def test_missing_and_misshaped_keys(fixture_state_dict):

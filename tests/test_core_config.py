@@ -78,3 +78,62 @@ def test_bad_config_files_name_the_problem(tmp_path, content, message):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match=r"config file '/no/such.toml' does not exist"):
         load_config(config_file="/no/such.toml", environ={})
+
+
+def test_disable_adds_up_across_layers_and_a_higher_select_re_enables(tmp_path):
+    user = tmp_path / "user.toml"
+    user.write_text('disable = ["pasd"]\n[select]\nparser = "spacy"\n')
+    cfg = load_config(preset="paper", config_file=user, environ={"GREFINE_DISABLE": "clip_aq"})
+    assert cfg.disable == ["pasd", "clip_aq"] and cfg.select["parser"] == "spacy"
+    cfg = load_config(
+        preset="paper",
+        config_file=user,
+        environ={"GREFINE_DISABLE": "clip_aq", "GREFINE_SELECT__PARSER": "nltk"},
+        overrides={"disable": ["sdxl"], "select": {"stage2": "pasd"}},
+    )
+    # env beats the file for select.parser; the flags' select re-enables pasd, disabled lower down
+    assert cfg.select["parser"] == "nltk" and cfg.disable == ["clip_aq", "sdxl"]
+    # a flag beats the environment, which beats the file
+    cfg = load_config(
+        config_file=user,
+        environ={"GREFINE_SELECT__PARSER": "nltk"},
+        overrides={"select": {"parser": "spacy"}},
+    )
+    assert cfg.select["parser"] == "spacy"
+    # within one layer, disable wins over select (e.g. a copied preset plus an ablation)
+    same = tmp_path / "same.toml"
+    same.write_text('disable = ["pasd"]\n[select]\nstage2 = "pasd"\n')
+    assert load_config(config_file=same, environ={}).disable == ["pasd"]
+
+
+def test_preset_choice_follows_the_precedence(tmp_path):
+    user = tmp_path / "user.toml"
+    user.write_text('preset = "reference"\n')
+    assert load_config(config_file=user, environ={}).preset == "reference"
+    env = {"GREFINE_PRESET": "tiny"}
+    cfg = load_config(config_file=user, environ=env)
+    assert cfg.preset == "tiny" and cfg.plumbing_only is True
+    cfg = load_config(config_file=user, environ=env, overrides={"preset": "paper"})
+    assert cfg.preset == "paper" and cfg.plumbing_only is False
+    cfg = load_config(preset="reference", environ=env)
+    assert cfg.preset == "reference" and cfg.select["parser"] == "spacy"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            "sed = 1\n",
+            r"  sed: Extra inputs are not permitted \(got 1\); valid keys: preset, .*seed",
+        ),
+        (
+            "[hq_skip]\np_boun = 0.5\n",
+            r"  hq_skip.p_boun: Extra inputs are not permitted \(got 0.5\); valid keys: p_bound, a_bound",
+        ),
+    ],
+)
+def test_an_unknown_key_lists_the_valid_ones(tmp_path, content, message):
+    f = tmp_path / "typo.toml"
+    f.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(preset="paper", config_file=f, environ={})

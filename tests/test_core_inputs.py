@@ -85,3 +85,35 @@ def test_image_over_the_hard_limit_is_refused_before_decoding(tmp_path):
         InputError, match=r"300x300 \(90,000 pixels\), more than the limit of 50,000"
     ):
         load_image(path, ImageSettings(max_pixels_hard=50_000))
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_and_reports_its_original_size(tmp_path, caplog):
+    path = tmp_path / "wide.jpg"
+    Image.new("RGB", (2400, 1600), (90, 120, 150)).save(path, quality=80)
+    with caplog.at_level("WARNING"):
+        rgb, info = load_image(path, ImageSettings(max_side=512))
+    assert rgb.size == (512, 341) and info.downscaled
+    assert info.original_size == (2400, 1600) and info.original_mode == "RGB"
+    assert "is 2400x1600; downscaled to 512x341" in caplog.text
+
+
+def test_draft_happens_before_decoding(tmp_path):
+    from grefine_core import imageio
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (2048, 2048), (1, 2, 3)).save(path)
+    image, size, mode = imageio._open_checked(path, ImageSettings(max_side=256))
+    assert size == (2048, 2048) and mode == "RGB"
+    assert image.size == (256, 256)  # 1/8 DCT scale: never decoded at full size
+
+
+def test_unreadable_file_names_the_problem(tmp_path, monkeypatch):
+    path = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(InputError, match=r"secret\.png' cannot be read: permission denied"):
+        load_image(path)

@@ -331,3 +331,151 @@ def test_refine_many_accepts_in_memory_images_without_out_dir():
     assert [o.item.name for o in report.outcomes] == ["image", "image-2"]
     assert all(o.status == "done" and o.result is not None for o in report.outcomes)
     assert [o.result.seed for o in report.outcomes] == [0, 1]
+
+
+def test_batch_names_never_collide_with_a_file_named_like_a_suffix(tmp_path):
+    from grefine_core.manifest import unique_items
+
+    a, a2 = tmp_path / "x" / "a.png", tmp_path / "a-2.png"
+    names = [i.name for i in unique_items([(a, "p"), (a, "p"), (a2, "p"), (a, "p")])]
+    assert names == ["a", "a-3", "a-2", "a-4"]
+
+
+def test_non_finite_numbers_from_a_plugin_are_saved_as_null(tmp_path):
+    class NaNInfo:
+        @hookimpl
+        def grefine_refine_stage2(self, image, context):
+            from grefine_core.types import StageOutput
+
+            return StageOutput(image, {"loss": float("nan"), "scale": np.float32("inf")})
+
+    r = run(select={"stage2": "nan_info"}, extra={"nan_info": NaNInfo()})
+    paths = r.save(tmp_path, "cat", save_maps=False)
+    info = json.loads(paths["json"].read_text())["trace"][5]["info"]
+    assert info == {"loss": None, "scale": None}
+
+
+def test_a_plugin_failing_on_one_item_does_not_stop_the_next(tmp_path):
+    class Picky:
+        @hookimpl
+        def grefine_refine_stage2(self, image, context):
+            from grefine_core.types import StageOutput
+
+            if context.item_name == "first":
+                raise ValueError("cannot handle this one")
+            return StageOutput(image)
+
+    cfg = fake_config(select={"stage2": "picky"})
+    pipe = GRefine(cfg, extra_plugins={**fake_plugins(), "picky": Picky()})
+    for name in ("first", "second"):
+        make_test_image().save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    report = pipe.refine_many([(tmp_path / "first.png", "x"), (tmp_path / "second.png", "x")], out)
+    assert [o.status for o in report.outcomes] == ["failed", "done"]
+    assert report.failed[0].error == (
+        "plugin 'picky' failed in slot 'stage2': ValueError: cannot handle this one"
+    )
+    assert report.exit_code == 1 and (out / "second.json").is_file()
+    assert not (out / "first.json").exists() and not (out / "first.png").exists()
+
+
+def test_an_unexpected_error_fails_the_item_not_the_batch(tmp_path, monkeypatch):
+    from grefine_core.result import RefineResult
+
+    real_save = RefineResult.save
+
+    def save(self, out_dir, stem=None, *args, **kwargs):
+        if stem == "image":
+            raise KeyError("bug")
+        return real_save(self, out_dir, stem, *args, **kwargs)
+
+    monkeypatch.setattr(RefineResult, "save", save)
+    pipe = GRefine(fake_config(), extra_plugins=fake_plugins())
+    report = pipe.refine_many([(make_test_image(), "a"), (make_test_image(), "b")], tmp_path)
+    assert [o.status for o in report.outcomes] == ["failed", "done"]
+    assert report.failed[0].error == "unexpected KeyError: 'bug'" and report.exit_code == 1
+
+
+def test_bad_inputs_only_give_exit_code_2(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    pipe = GRefine(fake_config(), extra_plugins=fake_plugins())
+    report = pipe.refine_many([(tmp_path / "empty.png", "x")], tmp_path / "out")
+    assert report.exit_code == 2 and "is empty (0 bytes)" in report.failed[0].error
+
+
+def test_batch_never_replaces_a_maps_folder_holding_an_input(tmp_path):
+    holder = tmp_path / "cat_maps"
+    holder.mkdir()
+    img = holder / "cat.png"
+    make_test_image().save(img)
+    pipe = GRefine(fake_config(), extra_plugins=fake_plugins())
+    with pytest.raises(OutputError, match=r"refusing to replace the folder .*cat_maps'.*holds"):
+        pipe.refine_many([(img, PROMPT)], tmp_path)
+    assert img.is_file()
+
+
+@pytest.mark.parametrize(
+    "declared, message",
+    [
+        (
+            RuntimeError("oops"),
+            r"plugin 'odd' failed in grefine_settings_models\(\): RuntimeError: oops",
+        ),
+        (["not", "a", "dict"], r"plugin 'odd': grefine_settings_models\(\) must return"),
+        ({"odd": dict}, r"plugin 'odd': settings section 'odd' must map to a pydantic model"),
+    ],
+)
+def test_a_broken_settings_declaration_names_the_plugin(declared, message):
+    class Odd:
+        @hookimpl
+        def grefine_settings_models(self):
+            if isinstance(declared, Exception):
+                raise declared
+            return declared
+
+    with pytest.raises(PluginError, match=message):
+        GRefine(fake_config(), extra_plugins={**fake_plugins(), "odd": Odd()})
+
+
+def test_parse_alone_reports_progress_and_needs_a_parser():
+    from grefine_core.errors import UsageError
+
+    events = []
+
+    class SlowParser:
+        @hookimpl
+        def grefine_parse_prompt(self, prompt, context):
+            from grefine_core.types import ParsedPrompt
+
+            context.progress(1, 2)
+            return ParsedPrompt(prompt, [], "slow")
+
+    class Observer:
+        @hookimpl
+        def grefine_stage_progress(self, context, slot, step, total):
+            events.append((context.item_name, slot, step, total))
+
+    cfg = fake_config(select={"parser": "slow"})
+    pipe = GRefine(
+        cfg, extra_plugins={**fake_plugins(), "slow": SlowParser()}, observers=[Observer()]
+    )
+    assert pipe.parse("a cat").parser == "slow" and events == [("prompt", "parser", 1, 2)]
+    pipe = GRefine(fake_config(select={"parser": "none"}), extra_plugins=fake_plugins())
+    with pytest.raises(UsageError, match=r"no parser to run: no plugin selected.*fake_parser"):
+        pipe.parse("a cat")
+
+
+def test_resume_needs_a_report_of_the_same_mode_and_prompt(tmp_path):
+    img = tmp_path / "cat.png"
+    make_test_image().save(img)
+    out = tmp_path / "out"
+    pipe = GRefine(fake_config(), extra_plugins=fake_plugins())
+    assert pipe.refine_many([(img, PROMPT)], out, mode="assess").outcomes[0].status == "done"
+    # an assess report is not a refined result
+    assert pipe.refine_many([(img, PROMPT)], out).outcomes[0].status == "done"
+    assert json.loads((out / "cat.json").read_text())["refined"] is True
+    assert pipe.refine_many([(img, PROMPT)], out).outcomes[0].status == "resumed"
+    assert pipe.refine_many([(img, "another prompt")], out).outcomes[0].status == "done"
+    (out / "cat.json").write_text("{truncated")
+    assert pipe.refine_many([(img, "another prompt")], out).outcomes[0].status == "done"
+    assert pipe.refine_many([(img, "another prompt")], out).outcomes[0].status == "resumed"

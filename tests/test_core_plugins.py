@@ -178,7 +178,8 @@ def test_plugin_settings_are_validated_and_configure_is_called():
     cfg.plugins["mine"] = {"strenght": 0.25}
     with pytest.raises(
         ConfigError,
-        match=r"invalid settings in \[plugins.mine\]:\n  strenght: Extra inputs are not permitted",
+        match=r"invalid settings in \[plugins.mine\] \(read by plugin 'mine'\):\n"
+        r"  strenght: Extra inputs are not permitted \(got 0.25\); valid keys: strength",
     ):
         GRefine(cfg, extra_plugins={**fake_plugins(), "mine": _SettingsPlugin()})
 

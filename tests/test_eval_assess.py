@@ -260,3 +260,32 @@ def test_cli_assess_with_fake_scores_and_a_metric(tmp_path):
     code = eval_cli.main(["assess", "--csv", str(path), "--out", str(tmp_path / "o3"), "--scores", "xq"],
                          registry=registry, stdout=io.StringIO(), stderr=err)  # fmt: skip
     assert code == 2 and "valid: pq, aq, none" in err.getvalue()
+
+
+def test_cli_assess_resume_scores_what_an_earlier_run_lacked(tmp_path):
+    """A first run with ``--scores pq`` and a second with ``--scores pq,aq`` into the same folder:
+    the second must compute aq for every image (not silently reuse the pq-only rows)."""
+    path, scores = _agiqa3k(tmp_path)
+    calls: list[str] = []
+
+    def score_fn(p: Path, t: str) -> dict[str, float]:
+        calls.append(p.name)
+        return {"pq": scores[p.name], "aq": -scores[p.name]}
+
+    def run(which: str) -> int:
+        return eval_cli.main(
+            ["assess", "--csv", str(path), "--out", str(tmp_path / "o"), "--layout", "agiqa3k",
+             "--scores", which, "--quiet"],
+            score_fn=score_fn, registry=MetricRegistry([]), stdout=io.StringIO(), stderr=io.StringIO(),
+        )  # fmt: skip
+
+    assert run("pq") == 0 and len(calls) == N
+    with open(tmp_path / "o" / "scores.csv", newline="") as f:
+        assert "aq" not in next(csv.reader(f))
+    calls.clear()
+    assert run("pq,aq") == 0 and len(calls) == N  # every image lacked aq
+    with open(tmp_path / "o" / "correlations.csv", newline="") as f:
+        got = {(r["score"], r["mos"]): float(r["srcc"]) for r in csv.DictReader(f)}
+    assert got[("aq", "mos_align")] == pytest.approx(-1.0)
+    calls.clear()
+    assert run("pq,aq") == 0 and calls == []  # now complete: nothing scored again

@@ -56,9 +56,11 @@ def test_eval_refine_tiny_over_examples_writes_csv_table_and_plots(tmp_path, cap
         assert Image.open(out / "plots" / f"{metric}.png").size[0] > 100
     sheets = sorted((out / "contact").glob("*.png"))
     assert len(sheets) == 2 and Image.open(sheets[0]).size[0] > 200
+    assert "(2 runs computed, 0 reused)" in capsys.readouterr().out
     # Re-running resumes: nothing is recomputed, the CSV is unchanged.
     before = (out / "per_image.csv").read_text()
     assert eval_tiny(out) == 0
+    assert "(0 runs computed, 2 reused)" in capsys.readouterr().out
     assert (out / "per_image.csv").read_text() == before
 
 

@@ -254,6 +254,55 @@ def test_resume_skips_done_pairs_and_computes_only_missing_metrics(image_set, tm
     assert len(_rows(out / "per_image.csv")) == 6 * 3
 
 
+def test_resume_never_reuses_a_run_folder_made_for_another_image(tmp_path):
+    """``x.jpg`` and ``x.png`` share the slug ``x``: the first listed gets ``runs/m/x``. When a
+    changed manifest hands that folder to the other image, its saved run must not be reused."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (20, 20, 20)).save(folder / "x.jpg", format="PNG")
+    Image.new("RGB", (32, 32), (200, 200, 200)).save(folder / "x.png")
+    (folder / "both.csv").write_text("image,prompt\nx.jpg,dark\nx.png,light\n")
+    (folder / "png_only.csv").write_text("image,prompt\nx.png,light\n")
+    out = tmp_path / "out"
+    psnr = [m for m in offline_metrics() if m.name == "psnr_outside"]
+    calls: list = []
+    evaluate_refine(
+        read_manifest(folder / "both.csv"), ["brighten"], psnr, out, fake_runner(calls),
+        progress=False, plots=False,
+    )  # fmt: skip
+    assert json.loads((out / "runs/brighten/x/result.json").read_text())["image"] == "x.jpg"
+    calls.clear()
+    res = evaluate_refine(
+        read_manifest(folder / "png_only.csv"), ["brighten"], [*psnr, BRIGHTNESS], out,
+        fake_runner(calls), progress=False, plots=False,
+    )  # fmt: skip
+    assert calls == [("brighten", "x.png")] and res.computed == 1  # refined again, not reused
+    row = next(r for r in _rows(out / "per_image.csv") if r["metric"] == "brightness")
+    assert row["image"] == "x.png" and float(row["before"]) == pytest.approx(200.0)
+    assert float(row["after"]) > 200.0  # x.png brightened, not x.jpg's dark result
+
+
+def test_a_metric_that_raises_is_left_out_and_retried_on_resume(image_set, tmp_path):
+    items = read_manifest(image_set)
+    state = {"broken": True}
+
+    def flaky(before, after, mask, prompt):
+        if state["broken"]:
+            raise RuntimeError("CUDA out of memory")
+        return 1.0
+
+    metrics = [BRIGHTNESS, Metric("flaky", flaky)]
+    out = tmp_path / "o"
+    res = evaluate_refine(items, ["identity"], metrics, out, fake_runner(), progress=False)
+    assert {r["metric"] for r in _rows(res.csv_path)} == {"brightness"}
+    assert "CUDA out of memory" in res.summary["metric_errors"]["flaky"]
+    state["broken"] = False
+    res = evaluate_refine(items, ["identity"], metrics, out, fake_runner(), progress=False)
+    flaky_rows = [r for r in _rows(res.csv_path) if r["metric"] == "flaky"]
+    assert len(flaky_rows) == 3 and all(float(r["after"]) == 1.0 for r in flaky_rows)
+    assert res.summary["metric_errors"] == {}
+
+
 def test_failures_and_unavailable_metrics_are_reported_not_fatal(image_set, tmp_path):
     items = read_manifest(image_set)
     absent = Metric("absent", _brightness, check=lambda: (False, "pip install absent-metric"))

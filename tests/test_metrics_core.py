@@ -129,3 +129,14 @@ def test_importing_the_plugin_and_eval_modules_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_loading_the_plugin_with_the_others_imports_no_metric_code():
+    """Every ``grefine`` command imports all plugin modules: this one must not pull in scipy."""
+    code = (
+        "import sys, grefine_metrics.plugin\n"
+        "print([m for m in ('scipy', 'grefine_metrics.catalog', 'matplotlib', 'torch') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -167,3 +167,23 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("GREFINE_ONNX_CACHE")
     assert default_cache_dir() == Path("~/.cache/grefine/onnx").expanduser()
+
+
+def test_model_dir_without_a_needed_graph_is_stale(tiny0, opts, tmp_path, caplog):
+    """A `--parts image` export given as model_dir lacks the graphs the backend needs: refused
+    or re-exported like any stale export, not accepted and failing later."""
+    from grefine_onnx.cache import ensure_export
+    from grefine_onnx.export import ExportOptions, export_clip
+
+    from grefine_core.errors import ConfigError
+
+    export_clip(tiny0, tmp_path, opts)  # image only
+    needs = ExportOptions(parts=("image", "text"))
+    with pytest.raises(ConfigError, match="lists no 'text' graph"):
+        ensure_export(tiny0, needs, directory=tmp_path, on_mismatch="refuse")
+    with caplog.at_level(logging.WARNING, logger="grefine.onnx"):
+        folder, manifest = ensure_export(tiny0, needs, directory=tmp_path)
+    assert folder == tmp_path and set(manifest["graphs"]) == {"image", "text"}
+    assert "re-exporting" in caplog.text
+    # The image-only options still accept the folder as it now is: nothing is re-exported.
+    assert ensure_export(tiny0, opts, directory=tmp_path)[1] == manifest

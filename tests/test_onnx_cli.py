@@ -34,6 +34,18 @@ def test_tiny_export_check_and_up_to_date(tmp_path, capsys):
     assert "holds an export with other options" in err and "--force" in err
     assert _main(["--model", "tiny", "--out", out, "--parts", "image", "--fp16", "--force"]) == 0
     assert json.loads((out / "manifest.json").read_text())["dtype"] == "float16"
+    capsys.readouterr()
+
+    # An export by an older grefine (older format, hence another key) of the same weights and
+    # options is stale: re-exported, not refused as "other options".
+    old = json.loads((out / "manifest.json").read_text())
+    old["format"], old["key"] = "grefine-onnx/0", "0123456789abcdef"
+    (out / "manifest.json").write_text(json.dumps(old))
+    assert _main(["--model", "tiny", "--out", out, "--parts", "image", "--fp16"]) == 0
+    captured = capsys.readouterr()
+    assert "re-exporting" in captured.err and "grefine-onnx/0" in captured.err
+    assert "exported: tiny (float16" in captured.out
+    assert json.loads((out / "manifest.json").read_text())["format"] != "grefine-onnx/0"
 
 
 def test_static_export_through_the_core_cli(tmp_path, capsys):

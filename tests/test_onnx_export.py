@@ -225,3 +225,20 @@ def test_a_provider_one_session_loses_is_reported_once(exported, caplog):
     assert caplog.text.count("CUDAExecutionProvider was requested but the session runs on") == 1
     assert all(g.providers == ["CPUExecutionProvider"] for g in clip.graphs.values())
     assert str(clip.device) == "cpu"
+
+
+def test_gpu_only_provider_list_still_opens_on_the_cpu(exported, caplog):
+    """``providers = ["cuda"]`` on a machine where CUDA cannot start: every graph falls back to
+    the CPU provider with a warning (it used to fail building the next session's config)."""
+    import logging
+
+    from grefine_onnx.backend import OnnxSurgeryCLIP
+    from grefine_onnx.providers import SessionConfig
+
+    with caplog.at_level(logging.WARNING, logger="grefine.onnx"):
+        clip = OnnxSurgeryCLIP.from_export(exported[0], SessionConfig(providers=("cuda",)))
+    if clip.on_gpu:
+        pytest.skip("this machine has a usable GPU: nothing falls back")
+    assert all(g.providers == ["CPUExecutionProvider"] for g in clip.graphs.values())
+    assert "'cuda'" in caplog.text or "CUDAExecutionProvider" in caplog.text
+    assert clip.encode_image(torch.zeros(1, 3, 224, 224)).shape == (1, 197, 96)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from grefine_core import hookspecs
 from grefine_core.config import GRefineConfig, preset_data
 from grefine_core.context import ModelCache, RunContext
-from grefine_core.errors import MissingWeightsError
+from grefine_core.errors import ConfigError, MissingWeightsError
 
 TINY = {
     "sd_model": "tiny",
@@ -102,10 +102,20 @@ def test_prompt_assembly_and_captioner():
     assert assemble_prompt(None, None) == ""
     assert load_captioner("none") is None
     assert load_captioner("os.path:basename")("a/b") == "b"
-    with pytest.raises(ValueError, match="package.module:function"):
+    with pytest.raises(ConfigError, match="plugins.pasd.captioner = 'nocolon' must be"):
         load_captioner("nocolon")
-    with pytest.raises(ValueError, match="could not be imported"):
+    with pytest.raises(ConfigError, match="'no_such_module_xyz:f' could not be imported"):
         load_captioner("no_such_module_xyz:f")
+    with pytest.raises(ConfigError, match="'os:sep' is not callable"):
+        load_captioner("os:sep")
+
+
+def test_bad_captioner_fails_before_any_model_loads():
+    models = ModelCache()
+    ctx = _context(models=models, captioner="no_such_module_xyz:caption")
+    with pytest.raises(ConfigError, match="plugins.pasd.captioner = 'no_such_module_xyz:caption'"):
+        plugin.grefine_refine_stage2(image=_image(64, 64), prompt="", context=ctx)
+    assert len(models._items) == 0
 
 
 def test_working_size():
@@ -167,8 +177,9 @@ def test_stage2_tiles_large_latents(shared_models):
 
 def test_missing_pasd_checkpoint_fails_clearly(tmp_path):
     ctx = _context(sd_model=str(tmp_path / "sd"), pasd_checkpoint=str(tmp_path / "ckpt"))
-    with pytest.raises(MissingWeightsError, match="pasd_checkpoint.*pasd.zip"):
+    with pytest.raises(MissingWeightsError, match="pasd_checkpoint.*pasd.zip") as info:
         plugin.grefine_refine_stage2(image=_image(64, 64), prompt="", context=ctx)
+    assert "CreativeML OpenRAIL-M" in str(info.value)  # the licence, where users get the weights
     (tmp_path / "ckpt" / "unet").mkdir(parents=True)
     with pytest.raises(MissingWeightsError, match="unet.*config.json"):
         plugin.grefine_refine_stage2(image=_image(64, 64), prompt="", context=ctx)
@@ -216,6 +227,46 @@ def test_real_weight_loading_from_folders(official_layout, shared_models):
         image=_image(64, 64), prompt="a cat", context=_context(2, shared_models)
     )
     assert np.abs(np.asarray(out.image, int) - np.asarray(tiny.image, int)).max() <= 1
+
+
+def test_half_precision_on_the_cpu_falls_back_to_float32(official_layout):
+    import torch
+    from grefine_pasd.loading import load_pasd_pipeline
+
+    sd, ckpt = official_layout
+    pipe = load_pasd_pipeline(str(sd), str(ckpt), dtype="float16", local_files_only=True)
+    assert pipe.unet.dtype == pipe.controlnet.dtype == pipe.vae.dtype == torch.float32
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Refuse (and record) every connection or DNS lookup made during the test."""
+    import socket
+
+    attempts: list = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
+def test_sd15_hub_id_never_touches_the_network_in_tests(official_layout, no_network):
+    """With HF_HUB_OFFLINE=1 (tests/conftest.py) and local_files_only = false, an uncached SD-1.5
+    hub id fails with the download advice and without a connection attempt."""
+    import os
+
+    from grefine_pasd.loading import load_pasd_pipeline
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    _, ckpt = official_layout
+    with pytest.raises(MissingWeightsError, match="'grefine-tests/no-such-sd15'.*hf download"):
+        load_pasd_pipeline("grefine-tests/no-such-sd15", str(ckpt))
+    assert no_network == []
 
 
 def test_missing_sd_part_fails_clearly(official_layout, tmp_path):

@@ -115,6 +115,12 @@ def test_paper_compat_reproduces_variants(clip, prompts, clip_fixture_dir, manif
     assert r.map.shape == (image.height, image.width) and r.map.dtype == np.float32
     assert 0.0 <= float(r.map.min()) and float(r.map.max()) <= 1.0
     assert np.all(r.map <= r.factor_maps["overall"] + 1e-6)
+    # ... and exactly SPEC 2's P = P_o * prod_i min(P_i / alpha_i, 1) with the paper's bounds.
+    expected_map = r.factor_maps["overall"].astype(np.float64)
+    for f, alpha in zip(("technical", "rational", "natural"), PAPER_CASK_BOUNDS, strict=True):
+        expected_map = expected_map * np.minimum(r.factor_maps[f] / alpha, 1.0)
+    np.testing.assert_allclose(r.map, np.clip(expected_map, 0.0, 1.0), rtol=0, atol=1e-6)
+    assert not np.array_equal(r.map, r.factor_maps["overall"])  # the cask did something here
     no_cask = PerceptualQuality(clip, prompts, compat="paper", map_cask=False)(image)
     np.testing.assert_array_equal(no_cask.map, r.factor_maps["overall"])
 
@@ -240,12 +246,43 @@ def test_plugin_tiny_preset(pq_embeddings_dir, monkeypatch):
     assert r.map.shape == (48, 64) and r.map.dtype == np.float32 and 0.0 <= r.score <= 1.0
     assert set(r.factor_maps) == set(FACTORS)
     # The tokens are in the run context for AQ; a second call reuses them and the models.
-    assert len(ctx.cache["grefine_clip.image_tokens"]) == 1
-    again = perceptual_plugin.grefine_perceptual_map(image=image, context=ctx)
-    assert again.score == r.score
-    from grefine_clip.runtime import clip_key
+    from grefine_clip.runtime import clip_key, get_clip
 
     assert clip_key(ctx) in ctx.models
+    backbone = get_clip(ctx)
+    encoded: list[tuple[int, ...]] = []
+    original = backbone.encode_image
+    monkeypatch.setattr(
+        backbone,
+        "encode_image",
+        lambda x, surgery=True: encoded.append(tuple(x.shape)) or original(x, surgery),
+    )
+    again = perceptual_plugin.grefine_perceptual_map(image=image, context=ctx)
+    assert encoded == [] and again.score == r.score  # same image, same run: no second forward
+    other = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    perceptual_plugin.grefine_perceptual_map(image=other, context=ctx)
+    assert encoded == [(1, 3, 224, 224)] and get_clip(ctx) is backbone  # new image, same model
+
+
+def test_float16_on_cpu_falls_back_to_float32_with_one_warning(monkeypatch, caplog):
+    from grefine_clip import runtime
+
+    monkeypatch.setattr(runtime, "_WARNED_FP16_CPU", [])
+    ctx = _context()
+    ctx.config = ctx.config.model_copy(update={"dtype": "float16"})
+    with caplog.at_level("WARNING", logger="grefine.clip"):
+        keys = [runtime.clip_key(ctx) for _ in range(3)]
+    assert keys[0][-2:] == ("cpu", "float32") and keys[0] == keys[2]
+    assert caplog.text.count("float16 is not supported on the CPU") == 1
+
+
+def test_bad_compat_is_a_config_error(clip, prompts):
+    from grefine_clip import PerceptualQuality
+
+    from grefine_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="compat.*'paper' or 'reference'.*'papr'"):
+        PerceptualQuality(clip, prompts, compat="papr")
 
 
 def test_plugin_random_fallback_only_for_tiny(tmp_path, monkeypatch, caplog):

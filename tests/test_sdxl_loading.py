@@ -61,3 +61,49 @@ def test_cache_key_covers_what_changes_the_pipeline():
     assert a == cache_key(SDXLSettings(model="tiny", steps=3, strength=0.5), "cpu", "float32")
     assert a != cache_key(SDXLSettings(model="tiny", vae_tiling=True), "cpu", "float32")
     assert a != cache_key(SDXLSettings(model="tiny"), "cuda", "float16")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Refuse (and record) every connection or DNS lookup made during the test."""
+    import socket
+
+    attempts: list = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
+def test_hub_id_never_touches_the_network_in_tests(no_network):
+    """tests/conftest.py sets HF_HUB_OFFLINE=1: even with local_files_only = false (the default)
+    an uncached hub id fails fast with the download advice, without a connection attempt."""
+    pytest.importorskip("diffusers")
+    import os
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    repo = "grefine-tests/no-such-sdxl-inpainting"
+    with pytest.raises(MissingWeightsError, match=f"hf download {repo}"):
+        load_inpaint_pipeline(SDXLSettings(model=repo))
+    with pytest.raises(MissingWeightsError, match="plugins.sdxl.vae"):
+        load_inpaint_pipeline(SDXLSettings(model=DEFAULT_MODEL, vae="grefine-tests/no-such-vae"))
+    assert no_network == []
+
+
+def test_missing_variant_names_the_setting(tmp_path):
+    torch = pytest.importorskip("torch")
+    from grefine_sdxl.loading import from_pretrained_source, quiet_progress_bars
+    from grefine_sdxl.tiny import build_tiny_pipeline
+
+    with quiet_progress_bars():
+        build_tiny_pipeline().save_pretrained(tmp_path)  # float32 files only, no fp16 variant
+    with pytest.raises(MissingWeightsError, match="plugins.sdxl.variant = 'fp16'") as info:
+        from_pretrained_source(
+            str(tmp_path), torch_dtype=torch.float32, variant="fp16", local_files_only=True
+        )
+    assert repr(str(tmp_path)) in str(info.value) and 'variant = ""' in str(info.value)

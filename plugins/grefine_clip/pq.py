@@ -25,7 +25,7 @@ from grefine_clip.constants import (
     pq_filename,
 )
 from grefine_clip.model import SurgeryCLIP
-from grefine_core.errors import InputError, MissingWeightsError
+from grefine_core.errors import ConfigError, InputError, MissingWeightsError
 from grefine_core.types import PerceptualResult
 
 log = logging.getLogger("grefine.clip")
@@ -285,7 +285,7 @@ class PerceptualQuality:
         batch_size: int = 8,
     ):
         if compat not in ("paper", "reference"):
-            raise ValueError(f"compat must be 'paper' or 'reference', got {compat!r}")
+            raise ConfigError(f"PQ compat must be 'paper' or 'reference', got {compat!r}")
         if prompts.width != clip.text_width:
             raise InputError(
                 f"PQ prompt embeddings have width {prompts.width} but this CLIP's text tower has "

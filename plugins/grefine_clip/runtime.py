@@ -14,13 +14,19 @@ log = logging.getLogger("grefine.clip")
 TOKENS_CACHE_KEY = "grefine_clip.image_tokens"
 
 
+#: Set once the float16-on-CPU fallback has been reported (it is looked up on every call).
+_WARNED_FP16_CPU: list[bool] = []
+
+
 def device_dtype(context: Any) -> tuple[str, str]:
     """The device and dtype to run on: the context's, except float16 on the CPU (slow and
-    partly unsupported there), which falls back to float32 with a warning."""
+    partly unsupported there), which falls back to float32 with a warning (once per process)."""
     device = str(getattr(context, "device", "cpu") or "cpu")
     dtype = str(getattr(context, "dtype", "float32") or "float32")
     if device == "cpu" and dtype == "float16":
-        log.warning("clip: float16 is not supported on the CPU; using float32")
+        if not _WARNED_FP16_CPU:
+            _WARNED_FP16_CPU.append(True)
+            log.warning("clip: float16 is not supported on the CPU; using float32")
         dtype = "float32"
     return device, dtype
 

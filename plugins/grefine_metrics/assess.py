@@ -275,6 +275,7 @@ def evaluate_assess(
     skip_missing: bool = False,
     progress: bool = True,
     flush_seconds: float = 5.0,
+    required: Sequence[str] = (),
 ) -> AssessEvaluation:
     """Score every rated image with ``score_fn`` and correlate each score with each MOS column.
 
@@ -284,6 +285,8 @@ def evaluate_assess(
     :param limit: use only the first ``limit`` rows (quick checks).
     :param logistic: also report PLCC after the 4-parameter logistic fit.
     :param skip_missing: leave out images that do not exist instead of failing.
+    :param required: score names every image must have; an image whose saved scores (from an
+        earlier run in ``out_dir``) lack one is scored again, so adding a score resumes correctly.
     :raises InputError: unreadable CSV, or missing images (unless ``skip_missing``).
     """
     table = read_mos_csv(csv_path, images_dir, layout, image_column, prompt_column, mos_columns)
@@ -309,11 +312,16 @@ def evaluate_assess(
     from tqdm import tqdm
 
     last = time.monotonic()
-    todo = [i for i in items if i.name not in scores]
+    todo = [
+        i for i in items if i.name not in scores or any(n not in scores[i.name] for n in required)
+    ]
     try:
         for item in tqdm(todo, disable=not progress, unit="img", desc="eval assess"):
             values = score_fn(item.image, item.prompt)
-            scores[item.name] = {str(k): float(v) for k, v in values.items()}
+            scores[item.name] = {
+                **scores.get(item.name, {}),
+                **{str(k): float(v) for k, v in values.items()},
+            }
             if out is not None and time.monotonic() - last >= flush_seconds:
                 _atomic.write_text(scores_path, _scores_csv(table, scores, _score_names(scores)))  # type: ignore[arg-type]
                 last = time.monotonic()

@@ -245,6 +245,7 @@ def _cmd_assess(
         logistic=args.logistic,
         skip_missing=args.skip_missing,
         progress=not args.quiet,
+        required=[*scores, *(m.name for m in ready)],
     )
     out.write((Path(args.out) / "table.md").read_text("utf-8"))
     out.write(f"\nwrote {', '.join(str(f) for f in result.files)}\n")

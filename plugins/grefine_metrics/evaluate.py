@@ -13,7 +13,9 @@ original ("before", where meaningful) and on the refined image ("after"). Output
 
 Resumable: a (method, image) pair whose metrics are all in the CSV is not recomputed; when only
 some metrics are missing and the run's refined image is still in ``runs/``, only those metrics are
-computed. The CSV is rewritten atomically every few seconds and at the end (also on errors).
+computed. A saved run is reused only for the image it was made from (its ``result.json`` names the
+image), and a metric that raised is not stored, so a re-run tries it again. The CSV is rewritten
+atomically every few seconds and at the end (also on errors).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ log = logging.getLogger(__name__)
 #: ``run_method(method, image_path, prompt, work_dir) -> (refined image path or PIL image, mask)``.
 RunMethod = Callable[[str, Path, str, Path], tuple[Any, Any]]
 
-_SKIP = object()
+_SKIP = object()  # the metric became unavailable (missing weights): no value, no row
+_ERROR = object()  # the metric raised: no row, so that a re-run computes it again
 
 
 def method_label(method: str) -> str:
@@ -121,25 +124,35 @@ def _fit_mask(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | No
 
 @dataclass
 class RunRecord:
-    """What one (method, image) run left in its work folder."""
+    """What one (method, image) run left in its work folder.
+
+    :ivar image: the item key the run was made from (``None`` in records of older versions).
+    """
 
     refined: Path
     mask: np.ndarray | None
+    image: str | None = None
 
     @staticmethod
-    def load(work: Path) -> RunRecord | None:
-        """The record saved by :meth:`save`, or ``None`` when absent or incomplete."""
+    def load(work: Path, image: str | None = None) -> RunRecord | None:
+        """The record saved by :meth:`save`, or ``None`` when absent, incomplete, or made from
+        another image than ``image`` (folder names are unique per run, not across runs: a changed
+        manifest can give a folder to another image)."""
         meta = work / "result.json"
         if not meta.is_file():
             return None
         try:
             data = json.loads(meta.read_text("utf-8"))
+            saved_for = data.get("image")
+            if image is not None and saved_for is not None and saved_for != image:
+                log.info("%s was made for %r, not %r: refining again", work, saved_for, image)
+                return None
             refined = Path(data["refined"])
             refined = refined if refined.is_absolute() else work / refined
             mask = np.load(work / data["mask"]) if data.get("mask") else None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        return RunRecord(refined, mask) if refined.is_file() else None
+        return RunRecord(refined, mask, saved_for) if refined.is_file() else None
 
     def save(self, work: Path) -> None:
         mask_name = None
@@ -153,7 +166,8 @@ class RunRecord:
         except ValueError:
             refined = str(self.refined.resolve())
         _atomic.write_text(
-            work / "result.json", json.dumps({"refined": refined, "mask": mask_name})
+            work / "result.json",
+            json.dumps({"refined": refined, "mask": mask_name, "image": self.image}),
         )
 
 
@@ -255,9 +269,12 @@ class _Evaluator:
         except Exception as e:  # noqa: BLE001 - one bad value must not end a long evaluation
             self.metric_errors.setdefault(m.name, f"{type(e).__name__}: {e}")
             log.warning(
-                "metric %r failed (value left undefined): %s: %s", m.name, type(e).__name__, e
+                "metric %r failed (value left undefined, retried on a re-run): %s: %s",
+                m.name,
+                type(e).__name__,
+                e,
             )
-            return math.nan
+            return _ERROR
 
     def _fail(self, label: str, item: ManifestItem, error: Exception) -> None:
         self.failures.append({"method": label, "image": item.key, "error": str(error)})
@@ -269,7 +286,7 @@ class _Evaluator:
             self.reused += 1
             return
         work = self.work_dir(label, item)
-        record = RunRecord.load(work)
+        record = RunRecord.load(work, item.key)
         if record is None:
             work.mkdir(parents=True, exist_ok=True)
             try:
@@ -283,7 +300,7 @@ class _Evaluator:
                 with _atomic.atomic_path(path) as tmp:
                     refined.save(tmp, format="PNG")
                 refined = path
-            record = RunRecord(Path(refined), mask)
+            record = RunRecord(Path(refined), mask, item.key)
             record.save(work)
         try:
             after_img = load_rgb(record.refined, f"refined image of {label!r}")
@@ -303,7 +320,7 @@ class _Evaluator:
         mask = _fit_mask(record.mask, after_img.size)
         for m in missing:
             after = self._measure(m, before_img, after_img, mask, item.prompt)
-            if after is _SKIP:
+            if after is _SKIP or after is _ERROR:
                 continue
             before: float | None = None
             if m.has_before:
@@ -312,7 +329,7 @@ class _Evaluator:
                     before = self.before_cache[key]
                 else:
                     value = self._measure(m, before_img, before_img, mask, item.prompt)
-                    if value is _SKIP:
+                    if value is _SKIP or value is _ERROR:
                         continue
                     before = value
                     if "mask" not in m.needs:
@@ -450,7 +467,7 @@ def _contact_for(ev: _Evaluator, item: ManifestItem) -> Path | None:
         return None
     panels = []
     for label in ev.labels:
-        record = RunRecord.load(ev.work_dir(label, item))
+        record = RunRecord.load(ev.work_dir(label, item), item.key)
         if record is None:
             panels.append((label, None, None))
             continue

@@ -1,7 +1,9 @@
 """The ``metrics`` plugin: registers the evaluation metrics through ``grefine_metrics()``.
 
-Importing this module is cheap (numpy, scipy, PIL; no torch). Settings come from
-``[plugins.metrics]`` when a configuration is handed to ``grefine_configure``; otherwise defaults.
+Importing this module is cheap: every ``grefine`` command loads it with the other plugins, so
+the metric implementations (numpy, scipy, PIL) are imported only when ``grefine_metrics()`` is
+called. Settings come from ``[plugins.metrics]`` when a configuration is handed to
+``grefine_configure``; otherwise defaults.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from grefine_core.config import format_validation_error
 from grefine_core.errors import ConfigError
 from grefine_core.markers import hookimpl
 from grefine_core.metrics import Metric
-from grefine_metrics.catalog import build_metrics
 from grefine_metrics.settings import MetricsSettings
 
 SECTION = "metrics"
@@ -45,4 +46,6 @@ def grefine_configure(config: Any) -> None:
 
 @hookimpl
 def grefine_metrics() -> list[Metric]:
+    from grefine_metrics.catalog import build_metrics
+
     return build_metrics(_settings)

@@ -52,9 +52,12 @@ class GRefineRunner:
         self, method: str, image_path: Path, prompt: str, work_dir: Path
     ) -> tuple[Path, np.ndarray | None]:
         result = self.engine(method).refine(str(image_path), prompt, name=work_dir.name)
+        from grefine_core.atomic import atomic_path
+
         work_dir.mkdir(parents=True, exist_ok=True)
         out = work_dir / "refined.png"
-        result.image.save(out, format="PNG")
+        with atomic_path(out) as tmp:  # never a half-written PNG where a finished one is expected
+            result.image.save(tmp, format="PNG")
         if hasattr(result, "save"):
             result.save(work_dir, "record", save_maps=self.save_records)
         mask = getattr(result, "mask", None)

@@ -134,6 +134,8 @@ class OnnxSurgeryCLIP(SurgeryCLIP):
             # A provider one session could not start is not asked for again (one warning).
             active = self.graphs[part].providers
             kept = tuple(p for p in config.providers if PROVIDER_NAMES[p] in active or p == "cpu")
+            if "cpu" not in kept:  # e.g. providers = ["cuda"] and CUDA did not start
+                kept = (*kept, "cpu")
             if kept != config.providers:
                 config = dataclasses.replace(config, providers=kept)
         image = self.graphs["image"]

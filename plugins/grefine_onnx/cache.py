@@ -51,7 +51,8 @@ def ensure_export(
     :param clip: the torch :class:`grefine_clip.SurgeryCLIP` (the source of truth).
     :param options: the export options (for ``directory``: only used when re-exporting).
     :param directory: an explicit export folder (e.g. from ``grefine export-onnx --out``); any
-        export options are accepted there, but its weights hash must match ``clip``'s.
+        export options are accepted there, but its weights hash must match ``clip``'s and it
+        must hold the graphs of ``options.parts``.
         ``None`` uses the cache folder of ``(weights, options)`` under ``cache_dir``.
     :param on_mismatch: ``"reexport"`` (log a warning and export again) or ``"refuse"`` (raise)
         for a stale or foreign export.
@@ -64,7 +65,11 @@ def ensure_export(
     key = export_key(weights, options, architecture(clip))
     if directory is not None:
         folder = Path(directory).expanduser()
-        check = check_export(folder, weights_sha256=weights, verify_files=verify_files)
+        # Any options, but the graphs asked for must be there (a `--parts image` export is stale
+        # for a backend that needs all three).
+        check = check_export(
+            folder, weights_sha256=weights, parts=options.parts, verify_files=verify_files
+        )
     else:
         folder = cache_folder(cache_dir, model_name, key)
         check = check_export(

@@ -117,19 +117,21 @@ def check_export(
             f"({source.get('description') or 'unknown source'})",
             manifest,
         )
+    # Before the key: the key hashes the format too, so an older export of the same weights and
+    # options is stale (re-exported), not foreign.
+    if manifest.get("format") != EXPORT_FORMAT:
+        return ExportCheck(
+            "stale",
+            f"{d} was exported in format {manifest.get('format')!r}; this grefine writes "
+            f"{EXPORT_FORMAT!r}",
+            manifest,
+        )
     if key is not None and manifest.get("key") != key:
         return ExportCheck(
             "foreign",
             f"{d} holds an export with other options (key {manifest.get('key')}, expected {key}; "
             f"dtype {manifest.get('dtype')}, static {manifest.get('static')}, opset "
             f"{manifest.get('opset')})",
-            manifest,
-        )
-    if manifest.get("format") != EXPORT_FORMAT:
-        return ExportCheck(
-            "stale",
-            f"{d} was exported in format {manifest.get('format')!r}; this grefine writes "
-            f"{EXPORT_FORMAT!r}",
             manifest,
         )
     graphs = manifest.get("graphs") or {}

@@ -128,6 +128,9 @@ class OrtGraph:
             import torch
 
             x = x.to(dtype=_torch_dtype(self.input_dtype)).contiguous()
+            # ORT runs on its own CUDA stream: wait until torch's pending work on ``x`` (the
+            # host-to-device copy, the cast above) is done before ORT reads it in place.
+            torch.cuda.current_stream(x.device).synchronize()
             binding.bind_input(
                 self.input_name,
                 "cuda",

@@ -11,23 +11,31 @@ The SD-1.5 ``unet/`` is not used: the PASD UNet file holds the whole UNet.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from grefine_core.errors import MissingWeightsError
 
+log = logging.getLogger(__name__)
+
 SD15_PARTS = ("vae", "text_encoder", "tokenizer", "scheduler")
+LICENCE_NOTE = (
+    "These weights are not part of grefine: SD-1.5 and the PASD checkpoints (which contain the "
+    "SD-1.5 UNet) come under the CreativeML OpenRAIL-M licence and its use restrictions; read "
+    "and accept it on the model page before use."
+)
 PASD_DOWNLOAD_HINT = (
     "download the PASD SD-1.5 checkpoint (pasd.zip, linked from the yangxy/PASD README; mirrored "
     "at huggingface.co/yangtao9009/PASD), unzip it so that <folder>/unet/ and "
     "<folder>/controlnet/ exist (e.g. runs/pasd/checkpoint-100000) and set "
-    "plugins.pasd.pasd_checkpoint to that folder"
+    "plugins.pasd.pasd_checkpoint to that folder. " + LICENCE_NOTE
 )
 SD15_DOWNLOAD_HINT = (
-    "download Stable Diffusion v1.5 in diffusers layout (e.g. `huggingface-cli download "
+    "download Stable Diffusion v1.5 in diffusers layout (e.g. `hf download "
     "stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'vae/*' 'text_encoder/*' "
     "'tokenizer/*' 'scheduler/*' --local-dir checkpoints/stable-diffusion-v1-5`) and set "
-    "plugins.pasd.sd_model to that folder (or to a hub id when online)"
+    "plugins.pasd.sd_model to that folder (or to a hub id when online). " + LICENCE_NOTE
 )
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -117,6 +125,13 @@ def load_pasd_pipeline(
     from grefine_pasd.pipeline import PASDPipeline
     from grefine_pasd.unet import PASDUNet2DConditionModel
 
+    if dtype not in ("float32", "float16", "bfloat16"):
+        from grefine_core.errors import ConfigError
+
+        raise ConfigError(f"dtype {dtype!r} is not one of float32, float16, bfloat16")
+    if device == "cpu" and dtype == "float16":
+        log.warning("pasd: float16 is not supported on the CPU; using float32")
+        dtype = "float32"
     torch_dtype = getattr(torch, dtype)
     root = check_pasd_checkpoint(pasd_checkpoint)
     unet = PASDUNet2DConditionModel.from_pretrained(str(root / "unet"), torch_dtype=torch_dtype)

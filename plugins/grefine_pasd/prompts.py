@@ -48,20 +48,24 @@ def load_captioner(spec: str | None) -> Captioner | None:
     """Import a captioner given as ``"package.module:function"`` (a callable PIL image -> str).
 
     :param spec: the import path, or ``None`` / ``""`` / ``"none"`` for no captioner.
-    :raises ValueError: when the spec is malformed or the object cannot be imported / called.
+    :raises ConfigError: when the spec is malformed or the object cannot be imported / called
+        (the message names ``plugins.pasd.captioner`` and the value).
     """
+    from grefine_core.errors import ConfigError
+
     if not spec or spec.lower() == "none":
         return None
+    where = f"plugins.pasd.captioner = {spec!r}"
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(
-            f"captioner {spec!r} must be 'package.module:function' (a callable taking a PIL image "
-            "and returning a caption), or 'none'"
+        raise ConfigError(
+            f"{where} must be 'package.module:function' (a callable taking a PIL image and "
+            "returning a caption), or 'none'"
         )
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"captioner {spec!r} could not be imported: {e}") from None
+        raise ConfigError(f"{where} could not be imported: {e}") from None
     if not callable(obj):
-        raise ValueError(f"captioner {spec!r} is not callable")
+        raise ConfigError(f"{where} is not callable (got a {type(obj).__name__})")
     return obj

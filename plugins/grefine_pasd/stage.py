@@ -77,6 +77,7 @@ def refine_stage2(image: Any, prompt: str, context: Any) -> StageOutput:
         info["skipped"] = "int(steps * strength) == 0: input returned unchanged"
         return StageOutput(image=source.copy(), info=info)
 
+    captioner = load_captioner(settings.captioner)  # a bad setting fails before any model loads
     key = ("pasd", settings.sd_model, settings.pasd_checkpoint, context.device, context.dtype)
     pipe = context.models.get_or_create(
         key, lambda: _build_pipeline(settings, context.device, context.dtype)
@@ -87,7 +88,6 @@ def refine_stage2(image: Any, prompt: str, context: Any) -> StageOutput:
         if (work_w, work_h) == (width, height)
         else source.resize((work_w, work_h), Image.Resampling.BICUBIC)
     )
-    captioner = load_captioner(settings.captioner)
     caption = captioner(work) if captioner is not None else None
     full_prompt = assemble_prompt(
         prompt if settings.use_prompt else "", settings.added_prompt, caption

@@ -168,6 +168,16 @@ def from_pretrained_source(
     try:
         with quiet_progress_bars():
             return StableDiffusionXLInpaintPipeline.from_pretrained(str(source), **kwargs)
+    except ValueError as e:
+        if not variant:
+            raise
+        # diffusers raises ValueError when the requested variant's files are not there.
+        raise MissingWeightsError(
+            f"plugins.sdxl.variant = {variant!r}: the weights of plugins.sdxl.model = "
+            f"{source!r} are not available in that variant ({e}). Set plugins.sdxl.variant = "
+            '"" to load the default files, or download the variant (`hf download '
+            f"{source if not folder.is_dir() else DEFAULT_MODEL}`). {LICENCE_NOTE}"
+        ) from e
     except OSError as e:
         where = "local folder" if folder.is_dir() else "hub id"
         raise MissingWeightsError(
