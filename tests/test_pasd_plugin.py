@@ -238,23 +238,6 @@ def test_half_precision_on_the_cpu_falls_back_to_float32(official_layout):
     assert pipe.unet.dtype == pipe.controlnet.dtype == pipe.vae.dtype == torch.float32
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Refuse (and record) every connection or DNS lookup made during the test."""
-    import socket
-
-    attempts: list = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
-
-
 def test_sd15_hub_id_never_touches_the_network_in_tests(official_layout, no_network):
     """With HF_HUB_OFFLINE=1 (tests/conftest.py) and local_files_only = false, an uncached SD-1.5
     hub id fails with the download advice and without a connection attempt."""

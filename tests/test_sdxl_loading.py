@@ -63,23 +63,6 @@ def test_cache_key_covers_what_changes_the_pipeline():
     assert a != cache_key(SDXLSettings(model="tiny"), "cuda", "float16")
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Refuse (and record) every connection or DNS lookup made during the test."""
-    import socket
-
-    attempts: list = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
-
-
 def test_hub_id_never_touches_the_network_in_tests(no_network):
     """tests/conftest.py sets HF_HUB_OFFLINE=1: even with local_files_only = false (the default)
     an uncached hub id fails fast with the download advice, without a connection attempt."""
