@@ -79,7 +79,7 @@ def test_table8_ablations_run_from_config_only(tmp_path, capsys):
     for row in ("1_full", "2_aq_only", "3_pq_only", "4_stage1_only"):
         assert row in table
     status = {}
-    for record in (out / "runs").glob("*/*/record.json"):
+    for record in (out / "runs").glob("*/*/refined.json"):
         trace = json.loads(record.read_text())["trace"]
         status[record.parent.parent.name] = {t["slot"]: t["status"] for t in trace}
     assert set(status) == {"1_full", "2_aq_only", "3_pq_only", "4_stage1_only"}

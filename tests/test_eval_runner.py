@@ -33,6 +33,14 @@ class _Result:
     perceptual: _Score
     alignment: _Score | None
 
+    def save(self, out_dir, stem, save_maps=True):
+        """Like ``RefineResult.save``: writes ``<stem>.png`` (and a report) and returns the paths."""
+        paths = {"image": out_dir / f"{stem}.png", "json": out_dir / f"{stem}.json"}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.image.save(paths["image"])
+        paths["json"].write_text("{}")
+        return paths
+
 
 @pytest.fixture(params=["refine-only", "with-assess"])
 def fake_pipeline(monkeypatch, request):

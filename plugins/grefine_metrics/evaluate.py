@@ -9,7 +9,7 @@ original ("before", where meaningful) and on the refined image ("after"). Output
 * ``summary.json``: means, negative-optimisation counts, skipped metrics, failures;
 * ``plots/<metric>.png``: per-metric bars per method;
 * ``contact/<image>.png``: original, each method's result and mask;
-* ``runs/<method>/<image>/``: each run's refined image, ``mask.npy`` and ``result.json``.
+* ``runs/<method>/<image>/``: each run's ``refined.png`` and report ``refined.json``, ``mask.npy`` and ``result.json``.
 
 Resumable: a (method, image) pair whose metrics are all in the CSV is not recomputed; when only
 some metrics are missing and the run's refined image is still in ``runs/``, only those metrics are

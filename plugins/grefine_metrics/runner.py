@@ -29,7 +29,7 @@ class GRefineRunner:
 
     :param device: ``"cpu"``/``"cuda"`` to override the method's configured device.
     :param save_records: also write the maps with ``result.save(work_dir)``; the JSON report
-        (scores, defects, trace) is always written as ``work_dir/record.json``
+        (scores, defects, trace) is always written beside ``refined.png`` as ``refined.json``
         when the result supports it.
     """
 
@@ -52,14 +52,8 @@ class GRefineRunner:
         self, method: str, image_path: Path, prompt: str, work_dir: Path
     ) -> tuple[Path, np.ndarray | None]:
         result = self.engine(method).refine(str(image_path), prompt, name=work_dir.name)
-        from grefine_core.atomic import atomic_path
-
-        work_dir.mkdir(parents=True, exist_ok=True)
-        out = work_dir / "refined.png"
-        with atomic_path(out) as tmp:  # never a half-written PNG where a finished one is expected
-            result.image.save(tmp, format="PNG")
-        if hasattr(result, "save"):
-            result.save(work_dir, "record", save_maps=self.save_records)
+        # One atomic save writes refined.png and its report refined.json (maps only on request).
+        out = result.save(work_dir, "refined", save_maps=self.save_records)["image"]
         mask = getattr(result, "mask", None)
         binary = getattr(mask, "binary", None) if mask is not None else None
         return out, (None if binary is None else np.asarray(binary, dtype=bool))
