@@ -32,6 +32,8 @@ class GRefine:
     :param config: the configuration (default: the ``paper`` preset plus ``GREFINE_*`` variables).
     :param extra_plugins: ``{name: plugin_object}`` to register besides the entry points.
     :param observers: objects with observer hookimpls (progress bars, loggers); not selectable.
+    :param models: a model cache to share with other pipelines (e.g. the methods of one evaluation);
+        its keys include every setting that shapes a model, so sharing never mixes models.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class GRefine:
         *,
         extra_plugins: Mapping[str, Any] | None = None,
         observers: Iterable[Any] = (),
+        models: ModelCache | None = None,
     ) -> None:
         self.config = config if config is not None else load_config()
         self.host = PluginHost(
@@ -53,7 +56,7 @@ class GRefine:
             [n for n in self.config.select.values() if n != "none"], "select", self.host.known
         )
         self.plugin_settings = self._validate_plugin_settings()
-        self.models = ModelCache()
+        self.models = models if models is not None else ModelCache()
         self._current: RunContext | None = None
         self._slots = {slot: self._resolve_slot(slot) for slot in SLOTS}
         self.host.hook.grefine_configure.call_historic(kwargs={"config": self.config})

@@ -479,3 +479,17 @@ def test_resume_needs_a_report_of_the_same_mode_and_prompt(tmp_path):
     (out / "cat.json").write_text("{truncated")
     assert pipe.refine_many([(img, "another prompt")], out).outcomes[0].status == "done"
     assert pipe.refine_many([(img, "another prompt")], out).outcomes[0].status == "resumed"
+
+
+def test_pipelines_can_share_one_model_cache():
+    from grefine_core.context import ModelCache
+
+    shared = ModelCache()
+    a = GRefine(fake_config(), extra_plugins=fake_plugins(), models=shared)
+    b = GRefine(fake_config(disable=["fake_stage2"]), extra_plugins=fake_plugins(), models=shared)
+    built = []
+    first = a.models.get_or_create("clip", lambda: built.append(1) or object())
+    assert b.models.get_or_create("clip", lambda: built.append(2) or object()) is first
+    assert (
+        built == [1] and GRefine(fake_config(), extra_plugins=fake_plugins()).models is not shared
+    )

@@ -49,8 +49,9 @@ def fake_pipeline(monkeypatch, request):
     built: list = []
 
     class GRefine:
-        def __init__(self, config):
+        def __init__(self, config, models=None):
             self.config = config
+            self.models = models
             built.append(self)
             self.calls: list = []
 
@@ -125,3 +126,11 @@ def test_unknown_method_is_a_config_error():
         load_method_config("nope")
     with pytest.raises(ConfigError, match="does not exist"):
         load_method_config("missing/ablation.toml")
+
+
+def test_runner_methods_share_one_model_cache(fake_pipeline, tmp_path):
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(image)
+    runner = GRefineRunner()
+    first, second = runner.engine("tiny"), runner.engine("paper")
+    assert first is not second and first.models is second.models is not None

@@ -37,15 +37,21 @@ class GRefineRunner:
         self.overrides: dict[str, Any] = {"device": device} if device else {}
         self.save_records = save_records
         self._engines: dict[str, Any] = {}
+        self._models: Any = None  # one model cache for every method: ablations share the models
         self._lock = threading.Lock()
 
     def engine(self, method: str) -> Any:
         """The ``GRefine`` of ``method`` (built on first use)."""
         with self._lock:
             if method not in self._engines:
+                from grefine_core.context import ModelCache
                 from grefine_core.pipeline import GRefine
 
-                self._engines[method] = GRefine(load_method_config(method, self.overrides or None))
+                if self._models is None:
+                    self._models = ModelCache()
+                self._engines[method] = GRefine(
+                    load_method_config(method, self.overrides or None), models=self._models
+                )
             return self._engines[method]
 
     def __call__(
