@@ -149,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         if cuda and not onnx_clip.on_gpu:
             print(f"onnx/{name}: no GPU provider started ({onnx_clip.providers}); skipped")
             continue
+        if name == "tensorrt" and "TensorrtExecutionProvider" not in onnx_clip.providers:
+            # It fell back to CUDA (logged above): timing it again would be the CUDA row twice.
+            print(f"onnx/tensorrt: TensorRT did not start ({onnx_clip.providers}); skipped")
+            continue
         backends[f"onnx/{name}"] = onnx_clip
         print(
             f"onnx/{name}: export + sessions in {time.perf_counter() - t0:.1f} s, "

@@ -51,12 +51,12 @@ SD15_VAE = {
 }
 
 
-def _fill_(module, seed: int):
-    """Materialise a meta-built module on the CPU with scaled random weights."""
+def _fill_(module, seed: int, device: str = "cpu"):
+    """Materialise a meta-built module on ``device`` with scaled random weights."""
     import torch
 
-    module.to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(seed)
+    module.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
             if p.ndim >= 2:
@@ -68,8 +68,9 @@ def _fill_(module, seed: int):
     return module.eval()
 
 
-def build(seed: int = 0):
-    """The SD-1.5 PASD UNet, a stock UNet sharing its weights, the ControlNet and the VAE."""
+def build(seed: int = 0, device: str = "cpu"):
+    """The SD-1.5 PASD UNet, a stock UNet sharing its weights, the ControlNet and the VAE, with
+    float32 random weights on ``device``."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from grefine_pasd.controlnet import PASDControlNetModel
@@ -87,12 +88,50 @@ def build(seed: int = 0):
             **cn_cfg, conditioning_embedding_out_channels=(16, 32, 96, 256), return_rgbs=True
         )
         vae = AutoencoderKL(**SD15_VAE)
-    _fill_(unet, seed)
-    _fill_(controlnet, seed + 1)
-    _fill_(vae, seed + 2)
+    _fill_(unet, seed, device)
+    _fill_(controlnet, seed + 1, device)
+    _fill_(vae, seed + 2, device)
     shared = {k: v for k, v in unet.state_dict().items() if ".pixel_attentions." not in k}
     stock.load_state_dict(shared, assign=True, strict=True)
     return unet, stock.eval(), controlnet, vae
+
+
+def make_pipeline(unet, controlnet, vae):
+    """A text-encoder-less PASD pipeline (prompt embeddings are passed in) with UniPC."""
+    from diffusers import UniPCMultistepScheduler
+    from grefine_pasd.pipeline import PASDPipeline
+    from grefine_pasd.tiny import SD15_SCHEDULER_CONFIG
+
+    pipe = PASDPipeline(
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        controlnet=controlnet,
+        scheduler=UniPCMultistepScheduler.from_config(dict(SD15_SCHEDULER_CONFIG)),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_stage2(pipe, image, embeds, **extra):
+    """The stage-2 default through ``pipe``: 10 steps at strength 0.1 (one step), CFG 9.
+
+    :param embeds: ``[negative, positive]`` prompt embeddings, batch 2.
+    """
+    import torch
+
+    return pipe(
+        image=image,
+        prompt_embeds=embeds[1:],
+        negative_prompt_embeds=embeds[:1],
+        num_inference_steps=10,
+        strength=0.1,
+        guidance_scale=9.0,
+        generator=torch.Generator(device=embeds.device).manual_seed(0),
+        output_type="np",
+        **extra,
+    )
 
 
 def main() -> None:
@@ -104,9 +143,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from diffusers import UniPCMultistepScheduler
-    from grefine_pasd.pipeline import PASDPipeline
-    from grefine_pasd.tiny import SD15_SCHEDULER_CONFIG
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,19 +158,7 @@ def main() -> None:
         f"{sum(p.numel() for p in vae.parameters()) / 1e6:.1f} M"
     )
 
-    def make(u):
-        pipe = PASDPipeline(
-            vae=vae,
-            text_encoder=None,
-            tokenizer=None,
-            unet=u,
-            controlnet=controlnet,
-            scheduler=UniPCMultistepScheduler.from_config(dict(SD15_SCHEDULER_CONFIG)),
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
-    pasd, plain = make(unet), make(stock)
+    pasd, plain = make_pipeline(unet, controlnet, vae), make_pipeline(stock, controlnet, vae)
     side = args.latent
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 4, side, side, generator=gen)
@@ -177,17 +201,7 @@ def main() -> None:
 
     image = Image.fromarray((control[0].permute(1, 2, 0).numpy() * 255).astype("uint8"))
     call_start = clock()
-    out = pasd(
-        image=image,
-        prompt_embeds=embeds[1:],
-        negative_prompt_embeds=embeds[:1],
-        num_inference_steps=10,
-        strength=0.1,
-        guidance_scale=9.0,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-        callback_on_step_end=on_step,
-    )
+    out = run_stage2(pasd, image, embeds, callback_on_step_end=on_step)
     call_total = clock() - call_start
     hook.remove()
     stage2_denoise = sum(e - s for s, e in zip(starts, ends, strict=True))

@@ -43,6 +43,21 @@ def test_provider_missing_from_the_build_is_reported(monkeypatch, caplog):
     )
 
 
+def test_cuda_provider_tf32_follows_the_setting(monkeypatch):
+    """ORT's CUDA provider defaults to TF32; grefine asks for full float32 unless told."""
+    import grefine_onnx.providers as providers
+    from grefine_onnx.settings import OnnxSettings
+
+    monkeypatch.setattr(providers, "nvidia_driver_present", lambda: True)
+    for setting, expected in ((False, 0), (True, 1)):
+        config = providers.SessionConfig.from_settings(
+            OnnxSettings(providers=["cuda", "cpu"], cuda_tf32=setting, device_id=2)
+        )
+        plan = providers.provider_plan(config)
+        assert plan[0] == ("CUDAExecutionProvider", {"device_id": 2, "use_tf32": expected})
+        assert plan[-1] == ("CPUExecutionProvider", {})
+
+
 def test_cpu_is_always_the_last_resort(monkeypatch, caplog):
     import grefine_onnx.providers as providers
 

@@ -49,6 +49,11 @@ class OnnxSettings(StrictModel):
     io_binding: Literal["auto", "on", "off"] = Field(
         "auto", description="bind inputs/outputs to device memory ('auto': only on a GPU provider)"
     )
+    cuda_tf32: bool = Field(
+        False,
+        description="let the CUDA provider use TF32 for float32 MatMul/Conv (faster on Ampere and "
+        "newer GPUs, ~1e-3 away from torch's float32 results); no effect on float16 exports",
+    )
     intra_op_threads: int = Field(0, ge=0, description="CPU threads per operator (0 = ORT default)")
     inter_op_threads: int = Field(0, ge=0, description="CPU threads across operators (0 = default)")
     allow_spinning: bool = Field(
