@@ -133,6 +133,7 @@ def test_stage2_hook_tiny(manager, shared_models):
     info = out.info
     assert info["steps_run"] == 2 and info["strength"] == 0.5 and info["seed"] == 3
     assert info["timesteps"] == [500, 250] and info["plumbing_only"] is True
+    assert info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["prompt"] == "a red cat, clean, high-resolution, 8k"
     assert ctx.progress_calls == [("stage2", 1, 2), ("stage2", 2, 2)]
     assert not np.array_equal(np.asarray(out.image), np.asarray(image))
@@ -146,6 +147,16 @@ def test_stage2_hook_tiny(manager, shared_models):
     )
     assert not np.array_equal(np.asarray(other.image), np.asarray(out.image))
     assert len(shared_models._items) == 1
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [("bfloat16", "bfloat16"), ("float16", "float32")])
+def test_stage2_tiny_follows_the_run_dtype(manager, dtype, expected):
+    """float16 on the CPU falls back to float32; the report says what really ran."""
+    ctx = _context(seed=1)
+    ctx.config = GRefineConfig(dtype=dtype)
+    out = manager.hook.grefine_refine_stage2(image=_image(64, 64), prompt="a cat", context=ctx)
+    assert out.info["device"] == "cpu" and out.info["dtype"] == expected
+    assert out.image.size == (64, 64) and np.isfinite(np.asarray(out.image, np.float32)).all()
 
 
 @pytest.mark.parametrize("size", [(65, 47), (33, 90), (130, 72)])

@@ -112,6 +112,7 @@ def test_info_records_strength_seed_and_steps(pipe, settings):
     assert info["strength"] == pytest.approx(0.3 + 0.6 * 0.4)
     assert info["seed"] == 7 and info["steps"] == 2 and info["steps_run"] >= 1
     assert info["emphasised_prompt"] == "a red cat on a wooden table"
+    assert info["device"] == "cpu" and info["dtype"] == "float32"  # where the UNet really ran
 
 
 def test_same_seed_same_output_other_seed_differs(pipe, settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from grefine_core.context import model_placement
 from grefine_core.types import StageOutput
 from grefine_pasd.settings import SECTION, PasdSettings
 
@@ -26,12 +27,15 @@ def working_size(
 
 
 def _build_pipeline(settings: PasdSettings, device: str, dtype: str) -> Any:
+    from grefine_pasd.loading import effective_dtype, load_pasd_pipeline
+
     if settings.is_tiny:
+        import torch
+
         from grefine_pasd.tiny import tiny_pasd_pipeline
 
-        pipe = tiny_pasd_pipeline()
-        return pipe.to(device)
-    from grefine_pasd.loading import load_pasd_pipeline
+        # The tiny models follow the run's dtype too, so the tiny preset exercises fp16 on a GPU.
+        return tiny_pasd_pipeline().to(device, getattr(torch, effective_dtype(device, dtype)))
 
     pipe = load_pasd_pipeline(
         settings.sd_model,
@@ -82,6 +86,7 @@ def refine_stage2(image: Any, prompt: str, context: Any) -> StageOutput:
     pipe = context.models.get_or_create(
         key, lambda: _build_pipeline(settings, context.device, context.dtype)
     )
+    info.update(model_placement(pipe))
     work_w, work_h = working_size(width, height, settings.process_size)
     work = (
         source

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from grefine_core.context import model_placement
 from grefine_core.errors import InputError
 from grefine_core.types import AlignmentResult, MaskResult, PerceptualResult, StageOutput
 from grefine_sdxl import geometry
@@ -128,6 +129,8 @@ def refine_stage1(
     fragments, emphasised = conditioning_text(prompt, alignment, settings)
     pipe = get_pipeline()
     from grefine_sdxl.loading import native_size, size_multiple
+
+    base.update(model_placement(pipe))
 
     native = settings.native_size or native_size(pipe)
     plan = geometry.plan_region(
