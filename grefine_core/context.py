@@ -101,21 +101,6 @@ class RunContext:
         return torch.Generator("cpu").manual_seed(int(self.seed))
 
 
-def model_placement(model: Any) -> dict[str, str]:
-    """``{"device": "cuda:0", "dtype": "float16"}`` of a torch module or a diffusers pipeline (its
-    UNet's), for stage reports: what a model really ran on after any fallback. Empty when
-    ``model`` tells neither (a fake in tests)."""
-    target = getattr(model, "unet", None) or model
-    out: dict[str, str] = {}
-    device = getattr(target, "device", None)
-    dtype = getattr(target, "dtype", None)
-    if device is not None:
-        out["device"] = str(device)
-    if dtype is not None:
-        out["dtype"] = str(dtype).removeprefix("torch.")
-    return out
-
-
 def standalone_context(config: GRefineConfig | None = None, seed: int = 0) -> RunContext:
     """A context for calling a plugin directly (tests, ``grefine parse``), with default settings."""
     from grefine_core.config import GRefineConfig

@@ -267,7 +267,9 @@ def test_plugin_tiny_preset(pq_embeddings_dir, monkeypatch):
 def test_float16_on_cpu_falls_back_to_float32_with_one_warning(monkeypatch, caplog):
     from grefine_clip import runtime
 
-    monkeypatch.setattr(runtime, "_WARNED_FP16_CPU", [])
+    from grefine_core import placement
+
+    monkeypatch.setattr(placement, "_WARNED_FP16_CPU", set())
     ctx = _context()
     ctx.config = ctx.config.model_copy(update={"dtype": "float16"})
     with caplog.at_level("WARNING", logger="grefine.clip"):

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from grefine_core.errors import MissingWeightsError
+from grefine_core.placement import run_dtype
 
 log = logging.getLogger("grefine.clip")
 
@@ -14,21 +15,13 @@ log = logging.getLogger("grefine.clip")
 TOKENS_CACHE_KEY = "grefine_clip.image_tokens"
 
 
-#: Set once the float16-on-CPU fallback has been reported (it is looked up on every call).
-_WARNED_FP16_CPU: list[bool] = []
-
-
 def device_dtype(context: Any) -> tuple[str, str]:
     """The device and dtype to run on: the context's, except float16 on the CPU (slow and
     partly unsupported there), which falls back to float32 with a warning (once per process)."""
     device = str(getattr(context, "device", "cpu") or "cpu")
     dtype = str(getattr(context, "dtype", "float32") or "float32")
-    if device == "cpu" and dtype == "float16":
-        if not _WARNED_FP16_CPU:
-            _WARNED_FP16_CPU.append(True)
-            log.warning("clip: float16 is not supported on the CPU; using float32")
-        dtype = "float32"
-    return device, dtype
+    # Asked on every run (model-cache key), hence one warning per process.
+    return device, run_dtype(device, dtype, "clip", warn_once=True)
 
 
 def clip_key(context: Any) -> tuple[Any, ...]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from grefine_core.errors import MissingWeightsError
+from grefine_core.placement import run_dtype
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +101,6 @@ def _sd_part(loader: Any, sd_model: str, part: str, local_files_only: bool, **kw
         ) from None
 
 
-def effective_dtype(device: str, dtype: str) -> str:
-    """The dtype to run in: ``dtype``, except float16 on the CPU, which falls back to float32 with
-    a warning (half-precision convolutions are slow or missing there)."""
-    if dtype not in ("float32", "float16", "bfloat16"):
-        from grefine_core.errors import ConfigError
-
-        raise ConfigError(f"dtype {dtype!r} is not one of float32, float16, bfloat16")
-    if device == "cpu" and dtype == "float16":
-        log.warning("pasd: float16 is not supported on the CPU; using float32")
-        return "float32"
-    return dtype
-
-
 def load_pasd_pipeline(
     sd_model: str,
     pasd_checkpoint: str | Path,
@@ -138,7 +126,7 @@ def load_pasd_pipeline(
     from grefine_pasd.pipeline import PASDPipeline
     from grefine_pasd.unet import PASDUNet2DConditionModel
 
-    torch_dtype = getattr(torch, effective_dtype(device, dtype))
+    torch_dtype = getattr(torch, run_dtype(device, dtype, "pasd"))
     root = check_pasd_checkpoint(pasd_checkpoint)
     unet = PASDUNet2DConditionModel.from_pretrained(str(root / "unet"), torch_dtype=torch_dtype)
     controlnet = load_pasd_controlnet(root / "controlnet", torch_dtype=torch_dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from grefine_core.context import model_placement
+from grefine_core.placement import model_placement, run_dtype
 from grefine_core.types import StageOutput
 from grefine_pasd.settings import SECTION, PasdSettings
 
@@ -27,7 +27,7 @@ def working_size(
 
 
 def _build_pipeline(settings: PasdSettings, device: str, dtype: str) -> Any:
-    from grefine_pasd.loading import effective_dtype, load_pasd_pipeline
+    from grefine_pasd.loading import load_pasd_pipeline
 
     if settings.is_tiny:
         import torch
@@ -35,7 +35,7 @@ def _build_pipeline(settings: PasdSettings, device: str, dtype: str) -> Any:
         from grefine_pasd.tiny import tiny_pasd_pipeline
 
         # The tiny models follow the run's dtype too, so the tiny preset exercises fp16 on a GPU.
-        return tiny_pasd_pipeline().to(device, getattr(torch, effective_dtype(device, dtype)))
+        return tiny_pasd_pipeline().to(device, getattr(torch, run_dtype(device, dtype, "pasd")))
 
     pipe = load_pasd_pipeline(
         settings.sd_model,

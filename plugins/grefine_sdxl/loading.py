@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from grefine_core.errors import ConfigError, MissingWeightsError
+from grefine_core.placement import run_dtype
 from grefine_sdxl.settings import DEFAULT_MODEL, TINY_MODEL, SDXLSettings
 
 log = logging.getLogger(__name__)
@@ -76,21 +77,6 @@ def _hub_help(model_id: str) -> str:
         "plugins.sdxl.model to a local diffusers folder or a single .safetensors file. Offline, "
         f"use preset 'tiny'. {LICENCE_NOTE}"
     )
-
-
-def torch_dtype_for(dtype_name: str, device: str) -> Any:
-    """The torch dtype for ``dtype_name``; half precision on a CPU falls back to float32."""
-    import torch
-
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
-        dtype_name
-    )
-    if dtype is None:
-        raise ConfigError(f"dtype {dtype_name!r} is not one of float32, float16, bfloat16")
-    if device == "cpu" and dtype == torch.float16:
-        log.warning("sdxl: float16 is not supported on the CPU; using float32")
-        return torch.float32
-    return dtype
 
 
 def _dtype_kwargs(torch_dtype: Any) -> dict[str, Any]:
@@ -261,7 +247,9 @@ def load_inpaint_pipeline(
     :returns: a ready ``StableDiffusionXLInpaintPipeline``.
     :raises MissingWeightsError: the weights are not available (message says how to get them).
     """
-    torch_dtype = torch_dtype_for(dtype, device)
+    import torch
+
+    torch_dtype = getattr(torch, run_dtype(device, dtype, "sdxl"))
     kind = classify_source(settings.model)
     if kind == "tiny":
         from grefine_sdxl.tiny import build_tiny_pipeline

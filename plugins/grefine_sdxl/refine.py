@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from grefine_core.context import model_placement
 from grefine_core.errors import InputError
+from grefine_core.placement import model_placement
 from grefine_core.types import AlignmentResult, MaskResult, PerceptualResult, StageOutput
 from grefine_sdxl import geometry
 from grefine_sdxl.emphasis import Fragments, display_prompt, emphasis_fragments
