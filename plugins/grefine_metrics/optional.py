@@ -109,6 +109,12 @@ class Requirement:
             )
         return True, ""
 
+    def require(self, metric: str) -> None:
+        """Raise :class:`MissingWeightsError` naming ``metric`` when :meth:`check` fails."""
+        ok, why = self.check()
+        if not ok:
+            raise MissingWeightsError(f"metric {metric!r}: {why}")
+
 
 # ----------------------------------------------------------------------------- model cache
 
@@ -202,9 +208,7 @@ def pyiqa_metric(spec: PyiqaSpec, device: str = "auto") -> Metric:
     req = Requirement("pyiqa", "pyiqa", present, hint)
 
     def compute(before: Image.Image, after: Image.Image, mask: Any, prompt: str) -> float:
-        ok, why = req.check()
-        if not ok:
-            raise MissingWeightsError(f"metric {spec.name!r}: {why}")
+        req.require(spec.name)
         dev = resolve_device(device)
 
         def build() -> Any:
@@ -260,9 +264,7 @@ def clipscore_metric(
     req = Requirement("open_clip", "open_clip_torch", present, hint)
 
     def compute(before: Image.Image, after: Image.Image, mask: Any, prompt: str) -> float:
-        ok, why = req.check()
-        if not ok:
-            raise MissingWeightsError(f"metric 'clipscore': {why}")
+        req.require("clipscore")
         dev = resolve_device(device)
 
         def build() -> Any:
@@ -312,9 +314,7 @@ def imagereward_metric(device: str = "auto") -> Metric:
     req = Requirement("ImageReward", "image-reward", present, hint)
 
     def compute(before: Image.Image, after: Image.Image, mask: Any, prompt: str) -> float:
-        ok, why = req.check()
-        if not ok:
-            raise MissingWeightsError(f"metric 'imagereward': {why}")
+        req.require("imagereward")
         dev = resolve_device(device)
 
         def build() -> Any:
@@ -348,9 +348,7 @@ def pickscore_metric(device: str = "auto") -> Metric:
     req = Requirement("transformers", "transformers", present, hint)
 
     def compute(before: Image.Image, after: Image.Image, mask: Any, prompt: str) -> float:
-        ok, why = req.check()
-        if not ok:
-            raise MissingWeightsError(f"metric 'pickscore': {why}")
+        req.require("pickscore")
         dev = resolve_device(device)
 
         def build() -> Any:
@@ -399,9 +397,7 @@ def hpsv2_metric(version: str = "v2.1") -> Metric:
     req = Requirement("hpsv2", "hpsv2", present, hint)
 
     def compute(before: Image.Image, after: Image.Image, mask: Any, prompt: str) -> float:
-        ok, why = req.check()
-        if not ok:
-            raise MissingWeightsError(f"metric 'hpsv2': {why}")
+        req.require("hpsv2")
 
         def build() -> Any:
             import hpsv2
