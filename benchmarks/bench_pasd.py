@@ -51,7 +51,7 @@ SD15_VAE = {
 }
 
 
-def _fill_(module, seed: int, device: str = "cpu"):
+def fill_random_(module, seed: int, device: str = "cpu"):
     """Materialise a meta-built module on ``device`` with scaled random weights."""
     import torch
 
@@ -88,9 +88,9 @@ def build(seed: int = 0, device: str = "cpu"):
             **cn_cfg, conditioning_embedding_out_channels=(16, 32, 96, 256), return_rgbs=True
         )
         vae = AutoencoderKL(**SD15_VAE)
-    _fill_(unet, seed, device)
-    _fill_(controlnet, seed + 1, device)
-    _fill_(vae, seed + 2, device)
+    fill_random_(unet, seed, device)
+    fill_random_(controlnet, seed + 1, device)
+    fill_random_(vae, seed + 2, device)
     shared = {k: v for k, v in unet.state_dict().items() if ".pixel_attentions." not in k}
     stock.load_state_dict(shared, assign=True, strict=True)
     return unet, stock.eval(), controlnet, vae

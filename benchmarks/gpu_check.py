@@ -301,11 +301,11 @@ def time_clip(device: str, dtype: str, reps: int) -> None:
 
 def _materialised(build: Callable[[], Any], seed: int, device: str, dtype: Any) -> Any:
     import torch
-    from bench_pasd import _fill_
+    from bench_pasd import fill_random_
 
     with torch.device("meta"):
         module = build()
-    return _fill_(module, seed, device).to(dtype)
+    return fill_random_(module, seed, device).to(dtype)
 
 
 def time_sdxl(device: str, dtype: str, size: int, reps: int) -> None:
