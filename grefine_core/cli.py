@@ -272,14 +272,14 @@ def _items(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace, mode: str) -> int:
     from grefine_core.pipeline import GRefine
     from grefine_core.progress import BatchProgress, StageProgressObserver, logging_above_bars
-    from grefine_core.result import PLUMBING_NOTICE
 
     items = _items(args)
     cfg = _config(args)
-    if cfg.plumbing_only and not args.quiet:
-        print(f"NOTE (preset {cfg.preset!r}): {PLUMBING_NOTICE}", file=sys.stderr)
     observer = StageProgressObserver(enabled=not args.quiet)
     pipeline = GRefine(cfg, observers=[observer])
+    if not args.quiet:
+        for notice in pipeline.notices():
+            print(f"NOTE (preset {cfg.preset!r}): {notice}", file=sys.stderr)
     progress = BatchProgress(len(items), enabled=not args.quiet and len(items) > 1)
     try:
         with logging_above_bars(enabled=not args.quiet):

@@ -33,9 +33,12 @@ class StrictModel(BaseModel):
 
 
 class HQSkipSettings(StrictModel):
-    """Stage 1 is skipped for a high-quality image: ``p >= p_bound`` and ``a >= a_bound``.
-
-    (An empty mask skips stage 1 too.) Set a bound above 1 to never skip on scores.
+    """The high-quality policy (Table 1, "HQ optimisation: zero"): an image with
+    ``p >= p_bound`` and ``a >= a_bound`` and no alignment defect is returned pixel-identical to
+    the input; neither stage hook is called and the report says why. The check runs before the
+    empty-mask test; an empty mask on an image that is not high quality skips stage 1 only.
+    A skipped indicator counts as perfect (no PQ: p = 1; no AQ: a = 1 and no defect). Set a
+    bound above 1 to always refine.
     """
 
     p_bound: float = Field(0.95, ge=0.0)
@@ -72,6 +75,9 @@ class GRefineConfig(StrictModel):
     description: str = ""
     plumbing_only: bool = Field(
         False, description="random-weight models: outputs prove the plumbing, not image quality"
+    )
+    notice: str = Field(
+        "", description="what this preset's outputs prove and do not prove (printed and reported)"
     )
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"

@@ -135,8 +135,9 @@ def grefine_refine_stage1(
 ) -> StageOutput | None:
     """Slot ``stage1``: masked refinement (SDXL inpainting by default, paper Eq. 10 first term).
 
-    Not called when the mask is empty or the image is high quality (the core records the skip).
-    Pixels outside ``mask.binary`` must stay identical to the input except in the feather band.
+    Not called for a high-quality image (``p`` and ``a`` at or above ``hq_skip``'s bounds and no
+    alignment defect), nor when the mask is empty; the core records why. Pixels outside
+    ``mask.binary`` must stay identical to the input.
 
     :param image: the input image, RGB, working size.
     :param mask: the fused mask (never empty here).
@@ -152,6 +153,9 @@ def grefine_refine_stage1(
 @hookspec(firstresult=True)
 def grefine_refine_stage2(image: Image, prompt: str, context: RunContext) -> StageOutput | None:
     """Slot ``stage2``: mild global refinement (PASD by default, paper Eq. 10 second term).
+
+    Not called for a high-quality image (see ``grefine_refine_stage1``): such an image comes back
+    pixel-identical to the input. It is called after an empty mask skipped stage 1.
 
     :param image: the stage-1 output (or the input when stage 1 was skipped), RGB.
     :param prompt: the prompt.

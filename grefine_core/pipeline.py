@@ -19,7 +19,13 @@ from grefine_core.errors import ConfigError, GRefineError, InputError, PluginErr
 from grefine_core.imageio import load_image
 from grefine_core.plugins import PluginHost, validate_names
 from grefine_core.result import PLUMBING_NOTICE, RefineResult
-from grefine_core.types import SLOTS, PerceptualResult, StageRecord
+from grefine_core.types import (
+    SLOTS,
+    AlignmentResult,
+    MaskResult,
+    PerceptualResult,
+    StageRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +66,8 @@ class GRefine:
         self._current: RunContext | None = None
         self._slots = {slot: self._resolve_slot(slot) for slot in SLOTS}
         self.host.hook.grefine_configure.call_historic(kwargs={"config": self.config})
-        if self.config.plumbing_only:
-            log.info("preset %r: %s", self.config.preset, PLUMBING_NOTICE)  # the CLI prints it
+        for notice in self.notices():
+            log.info("preset %r: %s", self.config.preset, notice)  # the CLI prints it
 
     # ------------------------------------------------------------------ set-up
     def _validate_plugin_settings(self) -> dict[str, BaseModel]:
@@ -91,6 +97,13 @@ class GRefine:
         if name in self.config.disable:
             return None, f"plugin {name!r} is disabled"
         return name, self.host.slot_caller(slot, name)
+
+    def notices(self) -> list[str]:
+        """What this configuration's outputs prove and do not prove (printed and reported)."""
+        out = [PLUMBING_NOTICE] if self.config.plumbing_only else []
+        if self.config.notice:
+            out.append(self.config.notice)
+        return out
 
     def slot_plugin(self, slot: str) -> str | None:
         """The plugin that fills ``slot``, or ``None`` when the slot is skipped."""
@@ -214,26 +227,32 @@ class GRefine:
         )
 
         current = img
-        reason = self._stage1_skip_reason(mode, mask, perceptual, alignment)
-        if reason:
-            self._skip("stage1", ctx, trace, reason)
-        else:
-            out = self._call_slot(
-                "stage1",
-                ctx,
-                trace,
-                image=img,
-                mask=mask,
-                perceptual=perceptual,
-                alignment=alignment,
-                prompt=prompt,
-                context=ctx,
-            )
-            if out is not None:
-                current = out.image
+        hq_reason = self._high_quality_reason(perceptual, alignment)
         if mode == "assess":
-            self._skip("stage2", ctx, trace, "assess only")
+            for slot in ("stage1", "stage2"):
+                self._skip(slot, ctx, trace, "assess only")
+        elif hq_reason:
+            # Table 1's "HQ optimisation: zero": neither stage touches a high-quality image.
+            for slot in ("stage1", "stage2"):
+                self._skip(slot, ctx, trace, hq_reason)
         else:
+            reason = self._stage1_skip_reason(mask)
+            if reason:
+                self._skip("stage1", ctx, trace, reason)
+            else:
+                out = self._call_slot(
+                    "stage1",
+                    ctx,
+                    trace,
+                    image=img,
+                    mask=mask,
+                    perceptual=perceptual,
+                    alignment=alignment,
+                    prompt=prompt,
+                    context=ctx,
+                )
+                if out is not None:
+                    current = out.image
             out = self._call_slot("stage2", ctx, trace, image=current, prompt=prompt, context=ctx)
             if out is not None:
                 current = out.image
@@ -255,24 +274,37 @@ class GRefine:
             plumbing_only=self.config.plumbing_only,
             input_info=info,
             mode=mode,
+            high_quality=hq_reason,
+            notices=self.notices(),
         )
         self.host.hook.grefine_run_end(context=ctx, result=result)
         return result
 
-    def _stage1_skip_reason(self, mode, mask, perceptual, alignment) -> str | None:
-        if mode == "assess":
-            return "assess only"
+    def _high_quality_reason(
+        self, perceptual: PerceptualResult, alignment: AlignmentResult | None
+    ) -> str | None:
+        """Why the image is left untouched (SPEC 5's HQ policy), or ``None`` to refine it.
+
+        High quality: ``p >= hq_skip.p_bound`` and ``a >= hq_skip.a_bound`` and no alignment
+        defect. A skipped slot counts as perfect (neutral PQ: p = 1; no AQ: a = 1, no defect).
+        """
+        bounds = self.config.hq_skip
+        a = 1.0 if alignment is None else float(alignment.score)
+        defects = [] if alignment is None else alignment.defects
+        if perceptual.score >= bounds.p_bound and a >= bounds.a_bound and not defects:
+            return (
+                f"high-quality image: p={perceptual.score:.3f} >= {bounds.p_bound}, "
+                f"a={a:.3f} >= {bounds.a_bound} and no alignment defect (hq_skip): "
+                "returned unchanged"
+            )
+        return None
+
+    @staticmethod
+    def _stage1_skip_reason(mask: MaskResult | None) -> str | None:
         if mask is None:
             return "no mask: fuser slot inactive"
         if mask.empty:
             return "empty mask: nothing to refine"
-        bounds = self.config.hq_skip
-        a = 1.0 if alignment is None else alignment.score
-        if perceptual.score >= bounds.p_bound and a >= bounds.a_bound:
-            return (
-                f"high-quality image: p={perceptual.score:.3f} >= {bounds.p_bound} and "
-                f"a={a:.3f} >= {bounds.a_bound} (hq_skip)"
-            )
         return None
 
     def _skip(self, slot: str, ctx: RunContext, trace: list[StageRecord], reason: str) -> None:

@@ -37,6 +37,9 @@ class RefineResult:
     :ivar perceptual: the PQ result (neutral ``P = 1`` when that slot was skipped).
     :ivar parsed: the parsed prompt or ``None``; :ivar alignment: the AQ result or ``None``.
     :ivar mask: the fused mask or ``None``; :ivar trace: one :class:`StageRecord` per slot.
+    :ivar high_quality: why the image counts as high quality (left unchanged by both stages,
+        SPEC 5), or ``None``; decided in ``assess`` mode too.
+    :ivar notices: what the outputs do and do not prove (e.g. random weights, planted truth).
     """
 
     image: Image.Image
@@ -55,6 +58,8 @@ class RefineResult:
     plumbing_only: bool = False
     input_info: ImageInfo | None = None
     mode: str = "refine"
+    high_quality: str | None = None
+    notices: list[str] = field(default_factory=list)
 
     # ---------------------------------------------------------------- convenient views
     @property
@@ -122,7 +127,9 @@ class RefineResult:
             "disable": list(self.disable),
             "seed": self.seed,
             "plumbing_only": self.plumbing_only,
-            "notice": PLUMBING_NOTICE if self.plumbing_only else None,
+            "notice": " ".join(self.notices) or None,
+            "high_quality": self.high_quality is not None,
+            "high_quality_reason": self.high_quality,
             "input": self.input_info.to_dict() if self.input_info else None,
             "size": list(self.image.size),
             "refined": self.refined,
@@ -220,7 +227,10 @@ class RefineResult:
             )
         if self.mask is not None:
             panels.append((f"mask ({self.mask.fraction:.1%})", heatmap_image(self.mask.soft)))
-        panels.append(
-            ("output" + (" (tiny: plumbing only)" if self.plumbing_only else ""), self.image)
-        )
+        caption = "output"
+        if self.high_quality:
+            caption += " (high quality: unchanged)"
+        elif self.plumbing_only:
+            caption += f" ({self.preset}: plumbing only)"
+        panels.append((caption, self.image))
         overview(panels).save(folder / "overview.png")

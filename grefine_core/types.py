@@ -29,6 +29,7 @@ class PerceptualResult:
     :ivar factor_scores: per-factor scores (``overall``, ``technical``, ``rational``, ``natural``).
     :ivar factor_maps: per-factor maps, each ``(H, W)``.
     :ivar neutral: True when the slot was skipped and the core substituted ``P = 1``, ``p = 1``.
+    :ivar info: JSON-able notes for the report (e.g. how the map was made).
     """
 
     score: float
@@ -36,6 +37,7 @@ class PerceptualResult:
     factor_scores: dict[str, float] = field(default_factory=dict)
     factor_maps: dict[str, np.ndarray] = field(default_factory=dict)
     neutral: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def neutral_for(cls, height: int, width: int) -> PerceptualResult:

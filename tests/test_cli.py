@@ -137,7 +137,7 @@ def test_a_plugin_that_raises_fails_the_item_not_the_batch(fakes, image, tmp_pat
         (["refine", "IMG", "--out", "O"], "--prompt is required"),
         (
             ["refine", "IMG", "--prompt", "x", "--out", "O", "--preset", "nope"],
-            "unknown preset 'nope'; valid presets: paper, reference, tiny",
+            "unknown preset 'nope'; valid presets: oracle, paper, reference, tiny",
         ),
         (
             ["refine", "IMG", "--prompt", "x", "--out", "O", "--select", "stage1=nope"],

@@ -19,7 +19,7 @@ def test_shipped_presets_load_and_validate():
 
 def test_unknown_preset_lists_valid_ones():
     with pytest.raises(
-        ConfigError, match=r"unknown preset 'nope'; valid presets: paper, reference, tiny"
+        ConfigError, match=r"unknown preset 'nope'; valid presets: oracle, paper, reference, tiny"
     ):
         load_config(preset="nope", environ={})
 

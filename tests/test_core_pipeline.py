@@ -96,7 +96,9 @@ def test_no_pq_means_p_equals_one_in_the_fuser():
 
     r = run(select={"fuser": "spy"}, disable=["fake_pq", "fake_aq"], extra={"spy": Spy()})
     assert (seen["P"] == 1).all() and seen["alignment"] is None
-    assert r.stage("stage1").status == "skipped" and "empty mask" in r.stage("stage1").reason
+    # Both indicators off count as perfect: high quality, neither stage runs.
+    for slot in ("stage1", "stage2"):
+        assert r.stage(slot).status == "skipped" and "high-quality" in r.stage(slot).reason
 
 
 def test_select_swaps_the_plugin_and_the_trace_names_it():
@@ -119,17 +121,48 @@ def test_select_none_skips_a_slot():
     )
 
 
-def test_hq_image_skips_stage1_with_the_reason():
-    bright = Image.new("RGB", (32, 32), (250, 250, 250))
-    r = run(image=bright, prompt="a red cat")
-    rec = r.stage("stage1")
-    assert rec.status == "skipped" and "empty mask" in rec.reason
-    cfg_fields = {"hq_skip": {"p_bound": 0.0, "a_bound": 0.0}}
+def test_hq_image_is_returned_unchanged_by_both_stages():
+    """SPEC 5: p and a at or above the bounds and no defect -> neither stage hook is called."""
+    bright = Image.new("RGB", (32, 32), (250, 250, 250))  # fake p = 0.98, fake a = 0.9
     from grefine_core.config import HQSkipSettings
 
-    r = run(hq_skip=HQSkipSettings(**cfg_fields["hq_skip"]))
+    r = run(image=bright, prompt="a red cat", hq_skip=HQSkipSettings(p_bound=0.95, a_bound=0.9))
+    for slot in ("stage1", "stage2"):
+        rec = r.stage(slot)
+        assert rec.status == "skipped" and rec.reason.startswith("high-quality image: p=0.98")
+    assert r.high_quality and not r.refined
+    assert np.array_equal(np.asarray(r.image), np.asarray(bright))
+    report = r.to_dict()
+    assert report["high_quality"] is True and "no alignment defect" in report["high_quality_reason"]
+
+
+@pytest.mark.parametrize(
+    ("p_bound", "a_bound", "prompt", "why"),
+    [
+        (0.99, 0.9, "a red cat", "p below its bound"),
+        (0.95, 0.91, "a red cat", "a below its bound"),
+        (0.0, 0.0, "a red cat and a missing", "an alignment defect"),
+    ],
+)
+def test_not_hq_refines_even_when_the_other_bound_holds(p_bound, a_bound, prompt, why):
+    """Each of the three conditions alone keeps the image from counting as high quality."""
+    from grefine_core.config import HQSkipSettings
+
+    bright = Image.new("RGB", (32, 32), (250, 250, 250))
+    r = run(image=bright, prompt=prompt, hq_skip=HQSkipSettings(p_bound=p_bound, a_bound=a_bound))
+    assert r.high_quality is None, why
+    assert r.stage("stage2").status == "ran", why
+
+
+def test_empty_mask_skips_stage1_only():
+    """Not high quality (p < bound) but nothing masked: stage 1 skipped, stage 2 still runs."""
+    from grefine_core.config import HQSkipSettings
+
+    bright = Image.new("RGB", (32, 32), (250, 250, 250))
+    r = run(image=bright, prompt="a red cat", hq_skip=HQSkipSettings(p_bound=1.0, a_bound=1.0))
     rec = r.stage("stage1")
-    assert rec.status == "skipped" and rec.reason.startswith("high-quality image: p=")
+    assert rec.status == "skipped" and "empty mask" in rec.reason
+    assert r.stage("stage2").status == "ran" and r.refined
 
 
 def test_assess_runs_no_refiner():

@@ -99,7 +99,7 @@ def test_paper_compat_reproduces_variants(clip, prompts, clip_fixture_dir, manif
     exp = np.load(clip_fixture_dir / "expected" / f"{name}.npz")
     image = Image.open(clip_fixture_dir / "images" / f"{name}.png")
     tol = lambda key: _atol(manifest, name, key)  # noqa: E731
-    r = PerceptualQuality(clip, prompts, compat="paper")(image)
+    r = PerceptualQuality(clip, prompts, compat="paper", pq_map="minmax_cask")(image)
     for f in FACTORS:
         key = f"variant_pq_{f}_score_tokennorm"
         _close(r.factor_scores[f], exp[key], tol(key), key)
@@ -111,18 +111,51 @@ def test_paper_compat_reproduces_variants(clip, prompts, clip_fixture_dir, manif
     intended = PerceptualQuality(clip, prompts, compat="reference", cask_bounds=PAPER_CASK_BOUNDS)
     key = "variant_pq_multi_score_intended_bounds"
     _close(intended(image).score, exp[key], tol(key), key)
-    # Paper map: cask per pixel, in [0, 1], never above the overall map.
+    # The minmax_cask ablation: cask per pixel over min-max maps, in [0, 1], never above the
+    # overall map, exactly P = P_o * prod_i min(P_i / alpha_i, 1).
     assert r.map.shape == (image.height, image.width) and r.map.dtype == np.float32
     assert 0.0 <= float(r.map.min()) and float(r.map.max()) <= 1.0
     assert np.all(r.map <= r.factor_maps["overall"] + 1e-6)
-    # ... and exactly SPEC 2's P = P_o * prod_i min(P_i / alpha_i, 1) with the paper's bounds.
     expected_map = r.factor_maps["overall"].astype(np.float64)
     for f, alpha in zip(("technical", "rational", "natural"), PAPER_CASK_BOUNDS, strict=True):
         expected_map = expected_map * np.minimum(r.factor_maps[f] / alpha, 1.0)
     np.testing.assert_allclose(r.map, np.clip(expected_map, 0.0, 1.0), rtol=0, atol=1e-6)
     assert not np.array_equal(r.map, r.factor_maps["overall"])  # the cask did something here
-    no_cask = PerceptualQuality(clip, prompts, compat="paper", map_cask=False)(image)
+    no_cask = PerceptualQuality(clip, prompts, compat="paper", pq_map="minmax")(image)
     np.testing.assert_array_equal(no_cask.map, r.factor_maps["overall"])
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_paper_absolute_map_is_the_cask_per_token(clip, prompts, clip_fixture_dir, name):
+    """SPEC 2 (paper): P = clip(BIC(cask of the per-token probabilities of "good")), p = its
+    class-token value: one scale for p and P, no min-max."""
+    import torch
+    from grefine_clip import PerceptualQuality
+    from grefine_clip.constants import PAPER_CASK_BOUNDS
+
+    image = Image.open(clip_fixture_dir / "images" / f"{name}.png")
+    pq = PerceptualQuality(clip, prompts, compat="paper")
+    assert pq.pq_map == "absolute"
+    r = pq(image)
+    logits = pq.logits(clip.encode_image(clip.preprocess(image)))[0].double()  # [N, 8]
+    good = torch.softmax(logits.reshape(-1, 4, 2), -1)[..., 0].numpy()  # [N, 4] (numpy here)
+    per_token = good[:, 0].copy()
+    for i, alpha in enumerate(PAPER_CASK_BOUNDS, start=1):
+        per_token *= np.minimum(good[:, i] / alpha, 1.0)
+    assert r.score == pytest.approx(per_token[0], abs=1e-6)
+    side = round((per_token.size - 1) ** 0.5)
+    grid = torch.from_numpy(per_token[1:].reshape(1, 1, side, side))
+    want = torch.nn.functional.interpolate(
+        grid, size=(image.height, image.width), mode="bicubic", align_corners=False
+    )[0, 0].clamp(0, 1)
+    np.testing.assert_allclose(r.map, want.numpy(), rtol=0, atol=1e-5)
+    for i, f in enumerate(FACTORS):  # factor maps on the same absolute scale
+        g = torch.from_numpy(good[1:, i].reshape(1, 1, side, side))
+        fm = torch.nn.functional.interpolate(
+            g, size=(image.height, image.width), mode="bicubic", align_corners=False
+        )[0, 0].clamp(0, 1)
+        np.testing.assert_allclose(r.factor_maps[f], fm.numpy(), rtol=0, atol=1e-5)
+    assert r.info == {"pq_map": "absolute"}
 
 
 def test_non_square_map_is_hw(clip, prompts):

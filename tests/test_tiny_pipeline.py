@@ -50,18 +50,6 @@ def test_cli_refines_an_example_with_every_default_plugin(tmp_path, capsys):
     assert (maps / "mask_binary.png").is_file() and (maps / "overview.png").is_file()
 
 
-def test_stage1_keeps_pixels_outside_the_mask_when_stage2_is_off(tiny):
-    image = ROOT / "examples" / "images" / "city_panorama.png"
-    cfg = load_config(preset="tiny", environ={})
-    cfg.disable = ["pasd"]
-    r = GRefine(cfg).refine(image, "a futuristic city skyline with neon lights at night")
-    assert r.stage("stage1").status == "ran" and r.stage("stage2").status == "skipped"
-    outside = r.mask.soft == 0
-    assert outside.any()
-    src = np.asarray(Image.open(image).convert("RGB"))
-    np.testing.assert_array_equal(np.asarray(r.image)[outside], src[outside])
-
-
 def test_one_pixel_image_and_long_non_ascii_prompt(tiny):
     prompt = ("a red cat with a tall hat and ein Hund 🐶, " * 50)[:2000]
     r = tiny.refine(Image.new("RGB", (1, 1), (200, 10, 10)), prompt)

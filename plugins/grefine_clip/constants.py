@@ -42,6 +42,9 @@ REFERENCE_CASK_BOUNDS: tuple[float, float, float] = (0.935, 0.935, 0.935)
 
 #: Epsilon of the similarity map's min-max normalisation (a constant map gives 0, never NaN).
 SIM_MAP_EPS = 1e-8
+#: A similarity map whose range is at most this (relative to its magnitude, at least 1) is flat:
+#: float32 rounding of a constant map, not a signal, so it gives 0 instead of amplified noise.
+SIM_MAP_FLAT = 1e-6
 
 
 def pq_filename(factor: str) -> str:

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from grefine_clip.constants import SIM_MAP_EPS
+from grefine_clip.constants import SIM_MAP_EPS, SIM_MAP_FLAT
 
 Compat = Literal["paper", "reference"]
 
@@ -54,23 +54,38 @@ def feature_surgery(
 def similarity_map(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Patch similarities ``[B, N-1, K]`` -> maps ``[B, H, W, K]`` in [0, 1] (SPEC 1).
 
-    Min-max per ``(b, k)`` over the patches (with an epsilon: a constant map gives 0), reshaped to
+    Min-max per ``(b, k)`` over the patches (with an epsilon; a map whose range is within float32
+    rounding, :data:`~grefine_clip.constants.SIM_MAP_FLAT`, gives 0), reshaped to
     the square ``g x g`` grid (row-major y, x), bilinear resize to ``size = (H, W)`` with
     ``align_corners=False``. Computed in float32.
     """
     if scores.ndim != 3:
         raise ValueError(f"scores must be [B, N-1, K], got shape {tuple(scores.shape)}")
-    b, n, k = scores.shape
+    s = scores.float()
+    lo = s.amin(1, keepdim=True)
+    hi = s.amax(1, keepdim=True)
+    span = hi - lo
+    # A map that is constant up to float32 rounding is constant: 0, not amplified rounding noise.
+    flat = span <= SIM_MAP_FLAT * torch.maximum(hi.abs(), lo.abs()).clamp_min(1.0)
+    s = torch.where(flat, torch.zeros_like(s), (s - lo) / (span + SIM_MAP_EPS))
+    return grid_to_map(s, size, "bilinear")
+
+
+def grid_to_map(
+    values: torch.Tensor, size: tuple[int, int], mode: str = "bilinear"
+) -> torch.Tensor:
+    """Patch values ``[B, N-1, K]`` on the square token grid (row-major y, x) -> ``[B, H, W, K]``,
+    resized with ``mode`` (``"bilinear"`` or ``"bicubic"``, ``align_corners=False``), no rescaling.
+    """
+    if values.ndim != 3:
+        raise ValueError(f"values must be [B, N-1, K], got shape {tuple(values.shape)}")
+    b, n, k = values.shape
     side = round(n**0.5)
     if side * side != n:
         raise ValueError(f"{n} patch tokens do not form a square grid")
     h, w = int(size[0]), int(size[1])
-    s = scores.float()
-    lo = s.amin(1, keepdim=True)
-    hi = s.amax(1, keepdim=True)
-    s = (s - lo) / (hi - lo + SIM_MAP_EPS)
-    s = s.reshape(b, side, side, k).permute(0, 3, 1, 2)
-    s = F.interpolate(s, size=(h, w), mode="bilinear", align_corners=False)
+    s = values.float().reshape(b, side, side, k).permute(0, 3, 1, 2)
+    s = F.interpolate(s, size=(h, w), mode=mode, align_corners=False)
     return s.permute(0, 2, 3, 1)
 
 
@@ -87,7 +102,10 @@ def cask_score(factor_scores: Mapping[str, float], bounds: Sequence[float]) -> f
 
 
 def cask_map(factor_maps: Mapping[str, torch.Tensor], bounds: Sequence[float]) -> torch.Tensor:
-    """The cask effect per pixel (paper): ``P_overall * prod_i min(P_i / alpha_i, 1)``, in [0, 1]."""
+    """The cask effect element-wise: ``P_overall * prod_i min(P_i / alpha_i, 1)``, in [0, 1].
+
+    Works on any shape: per token (``absolute`` PQ map) or per pixel (``minmax_cask``).
+    """
     out = factor_maps["overall"].clone()
     for name, alpha in zip(("technical", "rational", "natural"), bounds, strict=True):
         out = out * torch.clamp(factor_maps[name] / float(alpha), max=1.0)

@@ -24,4 +24,8 @@ def grefine_perceptual_map(image: Any, context: Any) -> Any:
 
     clip = get_clip(context)
     pq = get_pq(context)
-    return pq(image, tokens=image_tokens(context, clip, image))
+    result = pq(image, tokens=image_tokens(context, clip, image))
+    notes = getattr(clip, "notes", None)
+    if notes is not None:  # the oracle says what it found and what it proves
+        result.info.update(notes(image))
+    return result

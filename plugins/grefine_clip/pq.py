@@ -30,6 +30,8 @@ from grefine_core.types import PerceptualResult
 
 log = logging.getLogger("grefine.clip")
 
+#: How the PQ map ``P`` is made (see :class:`PerceptualQuality`).
+PQ_MAPS: tuple[str, ...] = ("absolute", "minmax_cask", "minmax")
 #: Where downloaded prompt files go by default.
 DEFAULT_PQ_CACHE = Path("~/.cache/grefine/pq_embeddings")
 _PARAM_SHAPES = {
@@ -266,10 +268,14 @@ class PerceptualQuality:
 
     :param clip: the :class:`~grefine_clip.model.SurgeryCLIP` backbone.
     :param prompts: the learned prompts (:func:`load_pq_prompts`).
-    :param compat: ``"paper"`` (per-token normalisation, the paper's cask bounds, cask applied per
-        pixel) or ``"reference"`` (the released PQ-Map.py: token-axis normalisation, 0.935 for all
-        three factors, map = overall map). Maps are (H, W) in both.
-    :param map_cask: apply the cask per pixel (default: True for paper, False for reference).
+    :param compat: ``"paper"`` (per-token normalisation, the paper's cask bounds) or
+        ``"reference"`` (the released PQ-Map.py: token-axis normalisation, 0.935 for all three
+        factors). Maps are (H, W) in both.
+    :param pq_map: how ``P`` is made (default: ``"absolute"`` for paper, ``"minmax"`` for
+        reference). ``"absolute"``: the cask per token on the probabilities of "good", then bicubic
+        to (H, W), clipped: ``P`` shares ``p``'s scale (an image of good tokens gives ``P`` near 1).
+        ``"minmax_cask"``: the cask per pixel over four min-max maps (an ablation; it makes ``P``
+        small almost everywhere). ``"minmax"``: the min-max map of the overall factor (released).
     :param cask_bounds: override the bounds (technical, rational, natural).
     :param batch_size: images per forward in :meth:`batch`.
     """
@@ -280,7 +286,7 @@ class PerceptualQuality:
         prompts: PQPrompts,
         compat: str = "paper",
         *,
-        map_cask: bool | None = None,
+        pq_map: str | None = None,
         cask_bounds: Sequence[float] | None = None,
         batch_size: int = 8,
     ):
@@ -295,7 +301,10 @@ class PerceptualQuality:
         self.clip = clip
         self.prompts = prompts
         self.compat = compat
-        self.map_cask = (compat == "paper") if map_cask is None else bool(map_cask)
+        pq_map = pq_map or ("absolute" if compat == "paper" else "minmax")
+        if pq_map not in PQ_MAPS:
+            raise ConfigError(f"[plugins.pq] pq_map = {pq_map!r} is not valid; valid: {PQ_MAPS}")
+        self.pq_map = pq_map
         default = PAPER_CASK_BOUNDS if compat == "paper" else REFERENCE_CASK_BOUNDS
         self.cask_bounds = tuple(float(b) for b in (cask_bounds or default))
         self.batch_size = max(1, int(batch_size))
@@ -324,17 +333,13 @@ class PerceptualQuality:
             raise ValueError(f"{tokens.shape[0]} token sets for {len(sizes)} sizes")
         logits = self.logits(tokens)
         n_f = len(PQ_FACTORS)
-        probs = logits[:, 0, :].reshape(-1, n_f, 2).softmax(-1)[:, :, 0].cpu().numpy()
-        good = logits[:, 1:, 0::2]  # [B, N-1, 4]: the "good" column of each factor
+        # Per token, the probability of "good" of each factor: [B, N, 4].
+        good_prob = logits.reshape(logits.shape[0], logits.shape[1], n_f, 2).softmax(-1)[..., 0]
+        probs = good_prob[:, 0].cpu().numpy()
         results = []
         for b, (h, w) in enumerate(sizes):
-            maps = ops.similarity_map(good[b : b + 1], (h, w))[0]  # [H, W, 4]
-            factor_maps = {f: maps[..., i] for i, f in enumerate(PQ_FACTORS)}
+            factor_maps, pmap = self._maps(logits[b : b + 1], good_prob[b : b + 1], (h, w))
             scores = {f: float(probs[b, i]) for i, f in enumerate(PQ_FACTORS)}
-            if self.map_cask:
-                pmap = ops.cask_map(factor_maps, self.cask_bounds)
-            else:
-                pmap = factor_maps["overall"]
             results.append(
                 PerceptualResult(
                     score=float(np.clip(ops.cask_score(scores, self.cask_bounds), 0.0, 1.0)),
@@ -344,9 +349,28 @@ class PerceptualQuality:
                         f: np.ascontiguousarray(m.cpu().numpy(), dtype=np.float32)
                         for f, m in factor_maps.items()
                     },
+                    info={"pq_map": self.pq_map},
                 )
             )
         return results
+
+    def _maps(
+        self, logits: torch.Tensor, good_prob: torch.Tensor, size: tuple[int, int]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``({factor: (H, W)}, P (H, W))`` of one image from its ``[1, N, 8]`` logits and
+        ``[1, N, 4]`` per-token probabilities of "good"."""
+        if self.pq_map == "absolute":
+            per_token = {f: good_prob[0, 1:, i] for i, f in enumerate(PQ_FACTORS)}
+            casked = ops.cask_map(per_token, self.cask_bounds)  # [N-1]: p's scale, per token
+            stack = torch.stack([*per_token.values(), casked], -1).unsqueeze(0)  # [1, N-1, 5]
+            maps = ops.grid_to_map(stack, size, "bicubic")[0].clamp_(0.0, 1.0)
+            factor_maps = {f: maps[..., i] for i, f in enumerate(PQ_FACTORS)}
+            return factor_maps, maps[..., len(PQ_FACTORS)]
+        maps = ops.similarity_map(logits[:, 1:, 0::2], size)[0]  # [H, W, 4], min-max each
+        factor_maps = {f: maps[..., i] for i, f in enumerate(PQ_FACTORS)}
+        if self.pq_map == "minmax_cask":
+            return factor_maps, ops.cask_map(factor_maps, self.cask_bounds)
+        return factor_maps, factor_maps["overall"]
 
     def __call__(self, image: Any, tokens: torch.Tensor | None = None) -> PerceptualResult:
         """Score one image (PIL, any mode).

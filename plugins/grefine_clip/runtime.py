@@ -11,6 +11,8 @@ from grefine_core.placement import run_dtype
 
 log = logging.getLogger("grefine.clip")
 
+#: ``[plugins.clip] model`` of the planted-truth backbone (:mod:`grefine_clip.oracle`).
+ORACLE_MODEL = "oracle"
 #: ``context.cache`` key of ``{clip_key: (image, tokens)}``.
 TOKENS_CACHE_KEY = "grefine_clip.image_tokens"
 
@@ -28,7 +30,7 @@ def clip_key(context: Any) -> tuple[Any, ...]:
     """The model-cache key of the backbone described by ``[plugins.clip]`` and the device."""
     s = context.settings("clip")
     device, dtype = device_dtype(context)
-    pretrained = s.pretrained if s.model != "tiny" else ""
+    pretrained = s.pretrained if s.model not in ("tiny", ORACLE_MODEL) else ""
     return ("grefine_clip.SurgeryCLIP", s.model, pretrained, s.cache_dir, device, dtype)
 
 
@@ -39,7 +41,11 @@ def get_clip(context: Any) -> Any:
     s = context.settings("clip")
     device, dtype = device_dtype(context)
 
-    def build() -> SurgeryCLIP:
+    def build() -> Any:
+        if s.model == ORACLE_MODEL:
+            from grefine_clip.oracle import OracleCLIP
+
+            return OracleCLIP().to(device)
         clip = SurgeryCLIP.from_pretrained(s.model, s.pretrained, cache_dir=s.cache_dir or None)
         return clip.to(device, dtype)
 
@@ -77,7 +83,7 @@ def get_pq(context: Any, clip: Any = None, key: Any = None, label: str = "clip_p
         "grefine_clip.PerceptualQuality",
         clip_key(context) if key is None else key,
         s.compat,
-        s.map_cask,
+        s.pq_map,
         s.prompts,
         s.allow_download,
         s.random_fallback,
@@ -87,6 +93,9 @@ def get_pq(context: Any, clip: Any = None, key: Any = None, label: str = "clip_p
     clip = get_clip(context) if clip is None else clip
 
     def build() -> PerceptualQuality:
+        planted = getattr(clip, "planted_pq_prompts", None)
+        if planted is not None:  # the oracle: one planted good/bad pair, no files
+            return PerceptualQuality(clip, planted(), compat=s.compat, pq_map=s.pq_map)
         try:
             prompts = load_pq_prompts(s.prompts or None, allow_download=s.allow_download)
         except MissingWeightsError as e:
@@ -99,7 +108,7 @@ def get_pq(context: Any, clip: Any = None, key: Any = None, label: str = "clip_p
                 e,
             )
             prompts = PQPrompts.random(clip.text_width, seed=0)
-        return PerceptualQuality(clip, prompts, compat=s.compat, map_cask=s.map_cask)
+        return PerceptualQuality(clip, prompts, compat=s.compat, pq_map=s.pq_map)
 
     return context.models.get_or_create(key, build)
 

@@ -18,11 +18,12 @@ class ClipSettings(StrictModel):
 
     model: str = Field(
         "ViT-B-16-quickgelu",
-        description="open_clip model name, 'tiny', or a path to an OpenAI-format .pt/.safetensors "
+        description="open_clip model name, 'tiny', 'oracle' (the planted-truth backbone: proves "
+        "the logic, not the quality), or a path to an OpenAI-format .pt/.safetensors "
         "file or a folder holding one",
     )
     pretrained: str = Field(
-        "openai", description="open_clip pretrained tag (ignored for 'tiny' and for paths)"
+        "openai", description="open_clip pretrained tag (ignored for 'tiny', 'oracle' and paths)"
     )
     cache_dir: str = Field("", description="open_clip / Hugging Face cache folder ('' = default)")
 
@@ -35,7 +36,12 @@ class PQSettings(StrictModel):
         description="'paper': per-token normalisation and the paper's cask bounds; 'reference': "
         "the released PQ-Map.py (token-axis normalisation, 0.935 for all three factors)",
     )
-    map_cask: bool = Field(True, description="apply the cask effect per pixel to the map (paper)")
+    pq_map: Literal["absolute", "minmax_cask", "minmax"] | None = Field(
+        None,
+        description="how P is made: 'absolute' (paper: the cask per token on the probability of "
+        "'good', bicubic, on p's scale), 'minmax_cask' (ablation: the cask per pixel over four "
+        "min-max maps), 'minmax' (reference: the overall min-max map); unset = by compat",
+    )
     prompts: str = Field(
         "",
         description="folder of PQ-{overall,technical,rational,natural}.pth or a URL of one; '' "

@@ -50,7 +50,7 @@ PP: {<RB.?|JJ.*>?<IN|TO><NP>}
 VG: {<RB.?>*<VBG|VBN><RP|RB.?>*<NP|PP|JJ.*>*}
 NP: {<NP><,>?<VG>+<PP>*}
     {<NP><PP>+}
-NP: {<NP>(<,><NP>)*<,>?<CC><NP>}
+NP: {<NP>(<,>?<CC><NP>|<,><NP>)*<,>?<CC><NP>}
 VP: {<RB.?|MD>*<VB|VBD|VBP|VBZ|MD><RB.?|VB.*|RP>*<NP|PP|JJ.*|VG>*}
 CLAUSE: {<NP><VP>}
 """
