@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from grefine_sdxl.emphasis import _snap_to_words, display_prompt, emphasis_fragments
+from grefine_sdxl.emphasis import display_prompt, emphasis_fragments
+from grefine_sdxl.prompt_weights import snap_to_words
 
 from grefine_core.errors import InputError
 from grefine_core.types import Emphasis
@@ -21,7 +22,7 @@ def test_fragments_cover_the_prompt_and_weight_only_the_spans():
     assert emphasis_fragments(PROMPT, [Emphasis("x", SPAN, 1.0)]) == [(PROMPT, 1.0)]
 
 
-def test_spans_snap_to_words_and_overlaps_take_the_strongest_weight():
+def test_spanssnap_to_words_and_overlaps_take_the_strongest_weight():
     frags = emphasis_fragments(PROMPT, [Emphasis("ooden tab", (16, 25), 1.2)])
     assert ("wooden table", 1.2) in frags  # no cut inside a word: tokenisation unchanged
     frags = emphasis_fragments(
@@ -80,12 +81,18 @@ def _span_tokens(pipe, prompt, span):
 
 @pytest.mark.parametrize(
     "prompt",
-    [PROMPT, 'a cat+ with "quotes", (parens)1.3 and a \\(escaped\\) dog-', "  ", "日本の猫"],
+    [
+        PROMPT,
+        'a cat+ with "quotes", (parens)1.3 and a \\(escaped\\) dog-',
+        "  ",
+        "日本の猫",
+        "x " * 100,
+    ],
 )
 def test_weight_one_is_exactly_the_plain_conditioning(pipe, encoder, prompt):
     embeds, _, pooled, _ = _plain(pipe, prompt)
     span = (0, min(6, len(prompt)))
-    cut = _snap_to_words(prompt, 2, 2)[1] if len(prompt) > 2 else 0  # a word boundary
+    cut = snap_to_words(prompt, 2, 2)[1] if len(prompt) > 2 else 0  # a word boundary
     for frags in (
         [(prompt, 1.0)],
         emphasis_fragments(prompt, [Emphasis("x", span, 1.0)]),
@@ -123,9 +130,75 @@ def test_negative_prompt_matches_the_pipeline(pipe, encoder):
     assert torch.equal(out["prompt_embeds"], embeds)
 
 
-def test_long_prompts_keep_every_token_and_pad_the_negative(pipe, encoder):
-    long = ", ".join(["a red cat on a wooden table"] * 14)
-    out = encoder.encode([(long, 1.0)], negative_prompt="blurry")
-    n = out["prompt_embeds"].shape[1]
-    assert n > 77 and n % 77 == 0
-    assert out["negative_prompt_embeds"].shape == out["prompt_embeds"].shape
+LONG = ", ".join(["a red cat on a wooden table"] * 14)  # 111 CLIP tokens
+
+
+def test_long_prompts_are_cut_at_the_window_exactly_like_the_pipeline(pipe, encoder):
+    embeds, neg, pooled, neg_pooled = _plain(pipe, LONG, negative="blurry")
+    out = encoder.encode([(LONG[:15], 1.0), (LONG[15:], 1.0)], negative_prompt="blurry")
+    assert out["prompt_embeds"].shape == embeds.shape == (1, 77, embeds.shape[-1])
+    assert torch.equal(out["prompt_embeds"], embeds)  # weight 1, any length: the pipeline's own
+    assert torch.equal(out["pooled_prompt_embeds"], pooled)
+    assert torch.equal(out["negative_prompt_embeds"], neg)
+    # A weighted long prompt has the same window; tokens past it are gone in both.
+    weighted = encoder.encode(emphasis_fragments(LONG, [Emphasis("red cat", (2, 9), 1.1)]))
+    assert weighted["prompt_embeds"].shape == embeds.shape
+
+
+def test_prompt_window_counts_tokens_and_names_what_is_kept(pipe):
+    from grefine_sdxl.emphasis import prompt_window
+
+    n, kept = prompt_window(pipe, LONG)
+    assert n == 111 and kept is not None and kept.startswith("a red cat on a wooden table ,")
+    assert len(pipe.tokenizer(kept, add_special_tokens=False).input_ids) == 75
+    assert prompt_window(pipe, PROMPT) == (len(pipe.tokenizer(PROMPT).input_ids) - 2, None)
+
+
+# ----------------------------------------------------------------- the user's A1111 weights
+
+
+def _weights(prompt):
+    from grefine_sdxl.prompt_weights import weighted_fragments
+
+    return [(f.text, f.weight) for f in weighted_fragments(prompt)]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("a (red:1.3) ball", [("a ", 1.0), ("red", 1.3), (" ball", 1.0)]),
+        ("a (red) ball", [("a ", 1.0), ("red", 1.1), (" ball", 1.0)]),
+        ("a ((red)) ball", [("a ", 1.0), ("red", 1.21), (" ball", 1.0)]),
+        ("a [red] ball", [("a ", 1.0), ("red", 0.909091), (" ball", 1.0)]),
+        ("a ((red:1.5) ball:0.5)", [("a ", 1.0), ("red", 0.75), (" ball", 0.5)]),
+        ("a \\(red\\) ball", [("a (red) ball", 1.0)]),  # escaped: literal brackets
+        ("a (red ball", [("a ", 1.0), ("red ball", 1.1)]),  # never closed: the rest
+        ("red) ball: 1.3)", [("red) ball: 1.3)", 1.0)]),  # nothing to close: text
+        ("a cat <lora:styleX:0.8>, 8k", [("a cat , 8k", 1.0)]),  # extra networks: not text
+    ],
+)
+def test_a1111_markup_is_read(prompt, expected):
+    assert _weights(prompt) == expected
+
+
+def test_the_defect_emphasis_multiplies_the_users_weight_and_both_are_reported():
+    from grefine_sdxl.prompt_weights import weight_report, weighted_fragments
+
+    prompt = "a (red:1.3) ball on a box"
+    span = (2, 16)  # the parser's span of "red ball", in the raw prompt
+    frags = weighted_fragments(prompt, [Emphasis("red ball", span, 1.1)])
+    assert [(f.text, f.weight) for f in frags] == [
+        ("a ", 1.0),
+        ("red", 1.43),
+        (" ball", 1.1),
+        (" on a box", 1.0),
+    ]
+    assert display_prompt([(f.text, f.weight) for f in frags]) == "a (red)1.43 (ball)1.1 on a box"
+    assert weight_report(frags) == [
+        {"text": "red", "weight": 1.43, "user": 1.3, "emphasis": 1.1},
+        {"text": "ball", "weight": 1.1, "user": 1.0, "emphasis": 1.1},
+    ]
+    literal = weighted_fragments(prompt, [], syntax="none")
+    assert [(f.text, f.weight) for f in literal] == [(prompt, 1.0)]
+    with pytest.raises(InputError, match="prompt_weights = 'xyz' is not valid; valid: a1111, none"):
+        weighted_fragments(prompt, [], syntax="xyz")

@@ -56,7 +56,18 @@ def _mask(width: int, height: int, box: tuple[float, float, float, float]) -> Ma
     return fuse_paper(PerceptualResult(0.4, P), None, dilate_px=2, feather_sigma=1.5)
 
 
-def _run(pipe, settings, image, mask, seed=0, alignment=None, p=0.4, progress=None, **overrides):
+def _run(
+    pipe,
+    settings,
+    image,
+    mask,
+    seed=0,
+    alignment=None,
+    p=0.4,
+    progress=None,
+    prompt="a red cat on a wooden table",
+    **overrides,
+):
     from grefine_sdxl.refine import refine_stage1
 
     s = settings.model_copy(update=overrides) if overrides else settings
@@ -66,7 +77,7 @@ def _run(pipe, settings, image, mask, seed=0, alignment=None, p=0.4, progress=No
         mask,
         P,
         alignment,
-        "a red cat on a wooden table",
+        prompt,
         s,
         get_pipeline=lambda: pipe,
         generator=torch.Generator("cpu").manual_seed(seed),
@@ -233,6 +244,59 @@ def test_emphasis_modes_change_the_conditioning(pipe, settings):
     np.testing.assert_array_equal(np.asarray(w0.image), a)
     neg = _run(pipe, settings, image, mask, alignment=aq, negative_prompt="blurry")
     assert (np.asarray(neg.image) != b).any()
+
+
+LONG = ", ".join(["a red cat on a wooden table"] * 14)  # 111 CLIP tokens
+
+
+def test_no_defect_or_w0_is_the_pipelines_own_conditioning_for_any_length(pipe, settings, caplog):
+    image, mask = _image(64, 64), _mask(64, 64, (0.2, 0.2, 0.6, 0.6))
+    none = AlignmentResult(0.3, np.zeros((64, 64), np.float32))
+    w0 = AlignmentResult(0.3, none.defect_map, emphasis=[Emphasis("red cat", (2, 9), 1.0)])
+    with caplog.at_level("WARNING", logger="grefine.sdxl"):
+        runs = [
+            _run(pipe, settings, image, mask, alignment=al, emphasis=mode, prompt=LONG)
+            for al, mode in ((none, "weight"), (w0, "weight"), (none, "none"))
+        ]
+    assert all(r.info["conditioning"] == "pipeline" for r in runs)
+    first = np.asarray(runs[0].image)
+    assert all(np.array_equal(np.asarray(r.image), first) for r in runs[1:])
+    info = runs[0].info
+    assert info["prompt_tokens"] == 111 and info["prompt_truncated"] is True
+    assert "the prompt has 111 CLIP tokens" in caplog.text and "every emphasis mode" in caplog.text
+
+
+def test_every_emphasis_mode_cuts_at_the_same_window(pipe, settings):
+    image, mask = _image(64, 64), _mask(64, 64, (0.2, 0.2, 0.6, 0.6))
+    aq = AlignmentResult(
+        0.3, np.zeros((64, 64), np.float32), emphasis=[Emphasis("red cat", (2, 9), 1.1)]
+    )
+    kept = {
+        mode: _run(pipe, settings, image, mask, alignment=aq, emphasis=mode, prompt=LONG).info
+        for mode in ("weight", "suffix", "none")
+    }
+    assert kept["weight"]["conditioning"] == "compel" and kept["none"]["conditioning"] == "pipeline"
+    assert len({k["prompt_kept"] for k in kept.values()}) == 1  # the suffix is what falls off
+    assert {k["prompt_tokens"] for k in kept.values()} >= {111}
+
+
+def test_user_weights_reach_the_conditioning_and_are_reported(pipe, settings):
+    image, mask = _image(64, 64), _mask(64, 64, (0.2, 0.2, 0.6, 0.6))
+    prompt = "a (red:1.3) cat on a wooden table"
+    aq = AlignmentResult(
+        0.3, np.zeros((64, 64), np.float32), emphasis=[Emphasis("red cat", (2, 15), 1.1)]
+    )
+    plain = _run(pipe, settings, image, mask, prompt="a red cat on a wooden table")
+    user = _run(pipe, settings, image, mask, prompt=prompt)
+    both = _run(pipe, settings, image, mask, alignment=aq, prompt=prompt)
+    literal = _run(pipe, settings, image, mask, prompt=prompt, prompt_weights="none")
+    assert user.info["emphasised_prompt"] == "a (red)1.3 cat on a wooden table"
+    assert user.info["conditioning"] == "compel"
+    assert both.info["emphasised_prompt"] == "a (red)1.43 (cat)1.1 on a wooden table"
+    assert both.info["weights"][0] == {"text": "red", "weight": 1.43, "user": 1.3, "emphasis": 1.1}
+    assert literal.info["conditioning"] == "pipeline" and literal.info["weights"] == []
+    images = [np.asarray(r.image) for r in (plain, user, both)]
+    assert (images[0] != images[1]).any() and (images[1] != images[2]).any()
 
 
 def test_plugin_hook_uses_context_settings_seed_cache_and_progress(settings):

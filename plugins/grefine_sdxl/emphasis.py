@@ -17,54 +17,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from grefine_core.errors import InputError
 from grefine_core.types import Emphasis
+from grefine_sdxl.prompt_weights import weighted_fragments
 
 Fragments = list[tuple[str, float]]
 
 
-def _snap_to_words(prompt: str, start: int, end: int) -> tuple[int, int]:
-    """Widen a span so it neither starts nor ends inside a word (keeps tokenisation unchanged)."""
-    while start > 0 and prompt[start - 1].isalnum() and prompt[start].isalnum():
-        start -= 1
-    while 0 < end < len(prompt) and prompt[end - 1].isalnum() and prompt[end].isalnum():
-        end += 1
-    return start, end
-
-
-def emphasis_fragments(prompt: str, emphasis: Sequence[Emphasis]) -> Fragments:
+def emphasis_fragments(
+    prompt: str, emphasis: Sequence[Emphasis], syntax: str = "none"
+) -> Fragments:
     """Split ``prompt`` into ``(text, weight)`` fragments from the emphasised spans.
 
-    Overlapping spans take the weight farthest from 1. Concatenating the texts gives ``prompt``.
+    Spans snap to whole words; overlapping spans take the weight farthest from 1. With
+    ``syntax="a1111"`` the user's own weight markup is read and multiplied in (see
+    :mod:`grefine_sdxl.prompt_weights`); with ``"none"`` concatenating the texts gives ``prompt``.
 
-    :param prompt: the prompt.
-    :param emphasis: spans (character offsets into ``prompt``) and their weights ``1 + w``.
-    :returns: fragments in prompt order, equal-weight neighbours merged.
     :raises InputError: a span outside the prompt or a non-positive weight.
     """
-    weights = [1.0] * len(prompt)
-    for item in emphasis:
-        start, end = (int(v) for v in item.span)
-        if not 0 <= start <= end <= len(prompt):
-            raise InputError(
-                f"emphasis span {item.span} for {item.text!r} lies outside the prompt "
-                f"(length {len(prompt)})"
-            )
-        if not item.weight > 0:
-            raise InputError(f"emphasis weight for {item.text!r} must be > 0, got {item.weight}")
-        if start == end:
-            continue
-        start, end = _snap_to_words(prompt, start, end)
-        for i in range(start, end):
-            if abs(item.weight - 1.0) > abs(weights[i] - 1.0):
-                weights[i] = float(item.weight)
-    fragments: Fragments = []
-    for ch, weight in zip(prompt, weights, strict=True):
-        if fragments and fragments[-1][1] == weight:
-            fragments[-1] = (fragments[-1][0] + ch, weight)
-        else:
-            fragments.append((ch, weight))
-    return fragments or [("", 1.0)]
+    return [(f.text, f.weight) for f in weighted_fragments(prompt, emphasis, syntax)]
 
 
 def display_prompt(fragments: Fragments) -> str:
@@ -94,17 +64,31 @@ def _conjunction(fragments: Fragments) -> Any:
     return Conjunction([FlattenedPrompt(pieces or [Fragment("", 1.0)])])
 
 
-def _pad_tokens(embeds: Any, length: int, empty: Any) -> Any:
-    """Pad ``[1, n, d]`` embeddings to ``length`` tokens with copies of the empty-prompt chunk."""
-    import torch
+#: Tokens the SDXL text encoders read: start, 75 of the prompt, end.
+TOKEN_WINDOW = 77
 
-    while embeds.shape[1] < length:
-        embeds = torch.cat([embeds, empty[:, : length - embeds.shape[1]]], dim=1)
-    return embeds
+
+def truncate_to_window(compel: Any) -> None:
+    """Make compel cut prompts at the encoder's 77-token window, as the pipeline's own
+    ``encode_prompt`` does (``CompelForSDXL`` chains 77-token chunks instead, which changes what a
+    long prompt means and makes weighted and plain conditioning incomparable)."""
+    for side in (compel.compel_1, compel.compel_2):
+        side.conditioning_provider.truncate_to_model_max_length = True
+
+
+def prompt_window(pipe: Any, text: str) -> tuple[int, str | None]:
+    """``(number of prompt tokens, the text kept when they exceed the window, else None)``."""
+    ids = pipe.tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+    keep = TOKEN_WINDOW - 2
+    if len(ids) <= keep:
+        return len(ids), None
+    return len(ids), pipe.tokenizer.decode(ids[:keep])
 
 
 class SDXLPromptEncoder:
-    """Weighted SDXL conditioning through compel's ``CompelForSDXL`` providers.
+    """Weighted SDXL conditioning through compel's ``CompelForSDXL`` providers, cut at the text
+    encoders' 77-token window like the pipeline's own encoding (so all weights 1 give exactly the
+    pipeline's conditioning, for any prompt length).
 
     :param pipe: a diffusers SDXL pipeline (two tokenizers, two text encoders).
     :param device: where the text encoders run (default: theirs).
@@ -115,20 +99,16 @@ class SDXLPromptEncoder:
 
         self.pipe = pipe
         self._compel = CompelForSDXL(pipe, device=device)
-        self._empty: Any = None
+        truncate_to_window(self._compel)
 
     def _encode(self, fragments: Fragments) -> tuple[Any, Any]:
-        """``([1, n, d1 + d2] token embeddings, [1, d2] pooled)`` for one prompt."""
+        """``([1, 77, d1 + d2] token embeddings, [1, d2] pooled)`` for one prompt."""
         import torch
 
         conj = _conjunction(fragments)
         c1, c2 = self._compel.compel_1, self._compel.compel_2
         left = c1.build_conditioning_tensor_for_conjunction(conj)[0]
         right = c2.build_conditioning_tensor_for_conjunction(conj)[0]
-        if left.shape[1] != right.shape[1]:
-            n = max(left.shape[1], right.shape[1])
-            left = _pad_tokens(left, n, c1.build_conditioning_tensor(""))
-            right = _pad_tokens(right, n, c2.build_conditioning_tensor("")[0])
         plain = "".join(text for text, _ in fragments)
         pooled = c2.conditioning_provider.get_pooled_embeddings([plain], device=c2.device)
         return torch.cat([left, right], dim=-1), pooled
@@ -137,7 +117,7 @@ class SDXLPromptEncoder:
         """Pipeline keyword arguments (``prompt_embeds``, ``pooled_prompt_embeds`` and, unless the
         pipeline zeroes an empty negative prompt itself, the negative ones).
 
-        :param fragments: from :func:`emphasis_fragments`.
+        :param fragments: ``(text, weight)`` pairs, e.g. from :func:`emphasis_fragments`.
         :param negative_prompt: the negative prompt (plain text, never weighted).
         :returns: a dict to pass to the pipeline call.
         """
@@ -149,10 +129,6 @@ class SDXLPromptEncoder:
             zero_negative = bool(getattr(self.pipe.config, "force_zeros_for_empty_prompt", False))
             if negative_prompt or not zero_negative:
                 neg, neg_pooled = self._encode([(negative_prompt, 1.0)])
-                n = max(embeds.shape[1], neg.shape[1])
-                if self._empty is None:
-                    self._empty = self._encode([("", 1.0)])[0]
-                out["prompt_embeds"] = _pad_tokens(embeds, n, self._empty)
-                out["negative_prompt_embeds"] = _pad_tokens(neg, n, self._empty)
+                out["negative_prompt_embeds"] = neg
                 out["negative_pooled_prompt_embeds"] = neg_pooled
         return out

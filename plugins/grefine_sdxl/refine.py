@@ -7,6 +7,7 @@ seeded generator and the progress callback.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,8 @@ from grefine_core.errors import InputError
 from grefine_core.placement import model_placement
 from grefine_core.types import AlignmentResult, MaskResult, PerceptualResult, StageOutput
 from grefine_sdxl import geometry
-from grefine_sdxl.emphasis import Fragments, display_prompt, emphasis_fragments
+from grefine_sdxl.emphasis import display_prompt, prompt_window
+from grefine_sdxl.prompt_weights import WeightedFragment, weight_report, weighted_fragments
 from grefine_sdxl.settings import SDXLSettings
 from grefine_sdxl.strength import (
     MIN_STRENGTH,
@@ -27,6 +29,7 @@ from grefine_sdxl.strength import (
 )
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger("grefine.sdxl")
 
 
 def check_mask(mask: MaskResult, height: int, width: int) -> np.ndarray:
@@ -58,19 +61,21 @@ def check_mask(mask: MaskResult, height: int, width: int) -> np.ndarray:
 
 def conditioning_text(
     prompt: str, alignment: AlignmentResult | None, settings: SDXLSettings
-) -> tuple[Fragments, str]:
-    """The prompt fragments to encode and the emphasised prompt for the report.
+) -> list[WeightedFragment]:
+    """The weighted fragments of the stage-1 prompt.
 
-    ``weight``: the defective spans of ``alignment.emphasis`` weighted (compel notation in the
-    report); ``suffix``: ``prompt + prompt_suffix`` (the released code); ``none``: the prompt.
+    Every mode reads the user's own weight markup (``prompt_weights``, A1111 syntax by default)
+    and encodes the plain text. ``weight`` multiplies the defective spans of
+    ``alignment.emphasis`` in; ``suffix`` appends ``prompt_suffix`` (the released code); ``none``
+    adds nothing.
     """
+    spans = []
+    if settings.emphasis == "weight" and alignment is not None:
+        spans = list(alignment.emphasis)
+    fragments = weighted_fragments(prompt, spans, settings.prompt_weights)
     if settings.emphasis == "suffix":
-        text = prompt + settings.prompt_suffix
-        return [(text, 1.0)], text
-    if settings.emphasis == "weight" and alignment is not None and alignment.emphasis:
-        fragments = emphasis_fragments(prompt, alignment.emphasis)
-        return fragments, display_prompt(fragments)
-    return [(prompt, 1.0)], prompt
+        fragments = [*fragments, WeightedFragment(settings.prompt_suffix, 1.0)]
+    return fragments
 
 
 def _skip(image: Image.Image, reason: str, **info: Any) -> StageOutput:
@@ -126,11 +131,23 @@ def refine_stage1(
     if strength < MIN_STRENGTH:
         return _skip(rgb, f"strength {strength:.4g} < {MIN_STRENGTH}: nothing to do", **base)
 
-    fragments, emphasised = conditioning_text(prompt, alignment, settings)
+    fragments = conditioning_text(prompt, alignment, settings)
+    pairs = [(f.text, f.weight) for f in fragments]
     pipe = get_pipeline()
     from grefine_sdxl.loading import native_size, size_multiple
 
     base.update(model_placement(pipe))
+    text = "".join(t for t, _ in pairs)
+    n_tokens, kept = prompt_window(pipe, text)
+    base.update(prompt_tokens=n_tokens, prompt_truncated=kept is not None)
+    if kept is not None:
+        log.warning(
+            "stage 1 'sdxl': the prompt has %d CLIP tokens but SDXL's text encoders read 75 "
+            "(plus start and end), so it is cut after %r (the same in every emphasis mode)",
+            n_tokens,
+            kept[-60:],
+        )
+        base["prompt_kept"] = kept
 
     native = settings.native_size or native_size(pipe)
     plan = geometry.plan_region(
@@ -156,7 +173,7 @@ def refine_stage1(
     work_mask = Image.fromarray((inpaint * 255).astype(np.uint8), mode="L")
 
     n_sched, n_run = scheduled_steps(settings.steps, strength)
-    call = _conditioning_kwargs(pipe, fragments, settings)
+    call = _conditioning_kwargs(pipe, pairs, settings)
 
     def on_step_end(_pipe: Any, step: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
         if progress is not None:
@@ -196,7 +213,9 @@ def refine_stage1(
         "steps_run": n_run,
         "guidance_scale": settings.guidance_scale,
         "emphasis": settings.emphasis,
-        "emphasised_prompt": emphasised,
+        "emphasised_prompt": display_prompt(pairs),
+        "weights": weight_report(fragments),
+        "conditioning": "compel" if "prompt_embeds" in call else "pipeline",
         "mask_fraction": float(binary.mean()),
     }
     if model_note:
@@ -204,13 +223,16 @@ def refine_stage1(
     return StageOutput(image=Image.fromarray(result, "RGB"), info=info)
 
 
-def _conditioning_kwargs(pipe: Any, fragments: Fragments, settings: SDXLSettings) -> dict[str, Any]:
-    """Prompt arguments of the pipeline call: compel embeddings (``weight``) or plain text."""
-    if settings.emphasis == "weight":
-        from grefine_sdxl.emphasis import SDXLPromptEncoder
+def _conditioning_kwargs(
+    pipe: Any, fragments: list[tuple[str, float]], settings: SDXLSettings
+) -> dict[str, Any]:
+    """Prompt arguments of the pipeline call: the plain text when every weight is 1 (exactly the
+    pipeline's own conditioning), else compel embeddings cut at the same 77-token window."""
+    if all(weight == 1.0 for _, weight in fragments):
+        return {
+            "prompt": "".join(text for text, _ in fragments),
+            "negative_prompt": settings.negative_prompt or None,
+        }
+    from grefine_sdxl.emphasis import SDXLPromptEncoder
 
-        return SDXLPromptEncoder(pipe).encode(fragments, settings.negative_prompt)
-    return {
-        "prompt": "".join(text for text, _ in fragments),
-        "negative_prompt": settings.negative_prompt or None,
-    }
+    return SDXLPromptEncoder(pipe).encode(fragments, settings.negative_prompt)

@@ -27,6 +27,12 @@ class SDXLSettings(StrictModel):
     bounding box plus ``crop_padding`` (fraction of the box's longer side, at least
     ``crop_min_padding_px``) is inpainted, at a working size between ``min_working_size`` and
     ``native_size`` (0 = the model's native size, and half of it).
+
+    Prompt: ``emphasis`` = ``weight`` (defective phrases weighted ``1 + w`` through compel),
+    ``suffix`` (``prompt + prompt_suffix``, the released code) or ``none``. ``prompt_weights`` =
+    ``a1111`` reads the user's own ``(red:1.3)`` markup (multiplied by the emphasis), ``none``
+    takes the prompt literally. Every mode cuts at the text encoders' 77-token window, with a
+    warning; when every weight is 1 the pipeline encodes the plain text itself.
     """
 
     model: str = DEFAULT_MODEL
@@ -47,6 +53,7 @@ class SDXLSettings(StrictModel):
     strength: float = Field(0.9, ge=0.0, le=1.0)
 
     emphasis: Literal["weight", "suffix", "none"] = "weight"
+    prompt_weights: Literal["a1111", "none"] = "a1111"
     prompt_suffix: str = ", high quality, hyper detail"
 
     crop_to_mask: bool = True
