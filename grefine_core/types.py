@@ -80,15 +80,21 @@ class ParsedPrompt:
     :ivar phrases: the phrases in prompt order.
     :ivar parser: name of the parser that produced it.
     :ivar tree: an ``nltk.Tree`` for display (or ``None``).
+    :ivar info: JSON-able notes on how it was parsed (e.g. the tagger or model that ran).
     """
 
     prompt: str
     phrases: list[Phrase]
     parser: str
     tree: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"parser": self.parser, "phrases": [p.to_dict() for p in self.phrases]}
+        return {
+            "parser": self.parser,
+            "info": _jsonable(self.info),
+            "phrases": [p.to_dict() for p in self.phrases],
+        }
 
     def roots(self) -> list[int]:
         return [i for i, p in enumerate(self.phrases) if p.parent == i]

