@@ -177,3 +177,12 @@ def test_shapes_are_classified():
     tree = Shape("tree", "yellow", (128, 190), 90)
     found = read_scene(draw_scene((BALL, BOX, tree))).present()
     assert found == {"ball": "red", "box": "green", "tree": "yellow"}
+
+
+def test_oracle_is_not_a_clip_for_onnx_or_weights():
+    from grefine_clip.model import SurgeryCLIP
+
+    from grefine_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="planted-truth backbone, not a CLIP"):
+        SurgeryCLIP.from_pretrained("oracle")

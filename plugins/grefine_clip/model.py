@@ -180,6 +180,12 @@ class SurgeryCLIP:
         name = str(name_or_path)
         if name == "tiny":
             return cls.tiny()
+        if name == "oracle":
+            raise ConfigError(
+                "[plugins.clip] model = 'oracle' is the planted-truth backbone, not a CLIP: it has "
+                "no weights, no ONNX export and no ONNX backend; use it with the clip_pq/clip_aq "
+                "plugins (--preset oracle)"
+            )
         path = Path(name).expanduser()
         if path.exists():
             file = loading.find_weights_file(path) if path.is_dir() else path
