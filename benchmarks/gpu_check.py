@@ -146,7 +146,7 @@ def parity_clip(device: str, shared: Path, parity: Parity) -> None:
         parity.check(
             f"{name}/pq_multi_score", r.score, exp["pq_multi_score"], atol(name, "pq_multi_score")
         )
-        paper = PerceptualQuality(clip, prompts, compat="paper")(image)
+        paper = PerceptualQuality(clip, prompts, compat="paper", pq_map="minmax_cask")(image)
         for f in FACTORS:
             key = f"variant_pq_{f}_score_tokennorm"
             parity.check(f"{name}/{key}", paper.factor_scores[f], exp[key], atol(name, key))

@@ -2,7 +2,15 @@
 
 Importing it loads no torch, diffusers, spaCy or onnxruntime: those are imported by the plugins,
 inside the functions that need them.
+
+It does switch ONNX Runtime's telemetry off (``ORT_DISABLE_TELEMETRY=1``, unless the variable is
+already set): onnxruntime reads it once, when it is first imported (diffusers imports it too), and
+would otherwise resolve a telemetry host even when everything runs locally.
 """
+
+import os as _os
+
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from grefine_core.config import GRefineConfig, load_config
 from grefine_core.errors import (

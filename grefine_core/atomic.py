@@ -1,14 +1,11 @@
-"""Atomic output: everything is written to a temporary folder beside the target, then moved.
+"""Atomic single files: written to a temporary file beside the target, then moved into place.
 
-A failure while writing (disk full, permission) removes the temporary folder, so no partial file
-is ever left where a finished one is expected.
+One item's outputs (image, report, maps) are published together by :mod:`grefine_core.outputs`.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,39 +27,6 @@ def ensure_writable_dir(path: Path) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"output directory {str(path)!r} is not writable")
     return path
-
-
-@contextmanager
-def staged_dir(target_dir: Path, label: str) -> Iterator[Path]:
-    """A temporary folder inside ``target_dir``; removed on any error (the error is re-raised)."""
-    ensure_writable_dir(target_dir)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{label}.", suffix=".tmp", dir=target_dir))
-    except OSError as e:
-        raise OutputError(f"cannot write in {str(target_dir)!r}: {e.strerror}") from None
-    try:
-        yield tmp
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise OutputError(f"writing results to {str(target_dir)!r} failed: {reason}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def publish(staged: Path, final: Path) -> None:
-    """Move a staged file or folder to its final place, replacing an older result."""
-    if final.is_dir() and staged.is_dir():
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(staged, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, final)
 
 
 @contextmanager

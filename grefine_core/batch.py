@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grefine_core.atomic import ensure_writable_dir
 from grefine_core.errors import GRefineError, OutputError
 from grefine_core.manifest import BatchItem
+from grefine_core.outputs import clean_stale_staging, output_lock, verify_item
 
 if TYPE_CHECKING:
     from grefine_core.pipeline import GRefine
@@ -93,66 +92,69 @@ def run_batch(
 ) -> BatchReport:
     """Run every item; a failing item is reported and the batch goes on with the next one.
 
+    With ``out_dir``, the folder is locked for the whole batch (a second writer refuses before
+    any model loads) and staging folders left by an interrupted run are removed first.
+
     :param out_dir: where results are saved (``<name>.png``, ``<name>.json``, ``<name>_maps/``);
         ``None`` keeps results in memory only.
-    :param resume: skip items whose ``<name>.json`` already exists in ``out_dir`` (written in the
-        same ``mode`` for the same prompt).
+    :param resume: skip an item only when its report carries the same run fingerprint (input
+        sha256, prompt, seed, mode, preset, resolved settings, plugins, versions, models) and
+        every file it vouches for matches its sha256; otherwise rerun it and say why.
     :param keep_results: keep each :class:`RefineResult` in the outcome (always when no out_dir).
     :param on_item: called after each item (progress bars).
     """
+    from grefine_core.pipeline import check_seed
+
+    base_seed = check_seed(pipeline.config.seed)
+    check_seed(base_seed + max(len(items) - 1, 0))
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        ensure_writable_dir(out)
-        check_not_overwriting_inputs(items, out)
+    if out is None:
+        return _run_all(pipeline, items, None, mode, resume, keep_results, on_item, base_seed)
+    check_not_overwriting_inputs(items, out)
+    existed = out.exists()
+    with output_lock(out):
+        clean_stale_staging(out)
+        report = _run_all(pipeline, items, out, mode, resume, keep_results, on_item, base_seed)
+    if not existed and not any(out.iterdir()):
+        out.rmdir()  # a run that wrote nothing leaves no empty folder behind
+    return report
+
+
+def _run_all(pipeline, items, out, mode, resume, keep_results, on_item, base_seed) -> BatchReport:
     outcomes = []
-    base_seed = pipeline.config.seed
     run = pipeline.assess if mode == "assess" else pipeline.refine
     for index, item in enumerate(items):
-        if out is not None and resume and _already_done(out / f"{item.name}.json", item, mode):
-            outcome = ItemOutcome(item, "resumed")
-        else:
-            outcome = _run_item(pipeline, run, item, out, base_seed + index, keep_results)
+        seed = base_seed + index
+        fingerprint = pipeline.fingerprint(item.image, item.prompt, seed, mode)
+        outcome = None
+        if out is not None and resume:
+            done, why = verify_item(out, item.name, fingerprint)
+            if done:
+                outcome = ItemOutcome(item, "resumed")
+            elif why != "no report yet":
+                log.warning("rerunning %s: %s", item.name, why)
+        if outcome is None:
+            outcome = _run_item(run, pipeline, item, out, seed, keep_results, fingerprint)
         outcomes.append(outcome)
         if on_item is not None:
             on_item(outcome)
     return BatchReport(outcomes)
 
 
-def _already_done(report: Path, item: BatchItem, mode: str) -> bool:
-    """Whether ``report`` is a finished result of this item: same mode and prompt.
-
-    An ``assess`` report does not count for ``refine`` (its image is the unrefined input), nor does
-    a report written for another prompt; an unreadable report is recomputed.
-    """
-    if not report.is_file():
-        return False
+def _run_item(run, pipeline, item, out, seed, keep_results, fingerprint) -> ItemOutcome:
     try:
-        data = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        log.info("recomputing %s: %s is unreadable", item.name, report)
-        return False
-    if not isinstance(data, dict) or data.get("mode", "refine") != mode:
-        log.info("recomputing %s: %s was written by another mode", item.name, report)
-        return False
-    if data.get("prompt") != item.prompt:
-        log.info("recomputing %s: %s was written for another prompt", item.name, report)
-        return False
-    return True
-
-
-def _run_item(pipeline, run, item, out, seed, keep_results) -> ItemOutcome:
-    try:
-        result = run(item.image, item.prompt, name=item.name, seed=seed)
+        result = run(item.image, item.prompt, name=item.name, seed=seed, fingerprint=fingerprint)
         paths = {}
         if out is not None:
             cfg = pipeline.config.output
-            paths = result.save(out, item.name, cfg.save_maps, cfg.overlay_alpha)
+            paths = result.save(
+                out, item.name, cfg.save_maps, cfg.overlay_alpha, cfg.strip_metadata
+            )
         keep = keep_results or out is None
         return ItemOutcome(item, "done", result=result if keep else None, paths=paths)
     except GRefineError as e:
-        log.error("item %s failed: %s", item.name, e)
+        log.debug("item %s failed: %s", item.name, e)
         return ItemOutcome(item, "failed", error=str(e), exit_code=e.exit_code)
     except Exception as e:  # noqa: BLE001 - a bug must not abort the rest of the batch
-        log.error("item %s failed: unexpected %s: %s", item.name, type(e).__name__, e)
         log.debug("traceback of item %s", item.name, exc_info=True)
         return ItemOutcome(item, "failed", error=f"unexpected {type(e).__name__}: {e}", exit_code=1)

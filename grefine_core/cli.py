@@ -86,6 +86,18 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="torch device")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
     p.add_argument(
+        "--prompt-from-metadata",
+        action="store_true",
+        help="take each image's prompt from its A1111 'parameters' or ComfyUI 'prompt' text "
+        "chunk (a folder given as IMAGE does this by itself, with <stem>.txt sidecars too)",
+    )
+    p.add_argument(
+        "--strip-metadata",
+        action="store_true",
+        help="write no text chunks into output images (by default they keep the input's and "
+        "add grefine's own A1111-style 'parameters' and the JSON report)",
+    )
+    p.add_argument(
         "--no-maps",
         action="store_true",
         help="write only the image and the JSON, no DIR/<stem>_maps/",
@@ -124,7 +136,11 @@ def build_parser() -> ArgumentParser:
         formatter_class=formatter,
     )
     r.add_argument(
-        "images", nargs="*", metavar="IMAGE", help="input images (any PIL-readable file and mode)"
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="input images (any PIL-readable file and mode), or a folder of them (prompts from "
+        "<stem>.txt sidecars or the images' metadata, unless --prompt is given)",
     )
     g = r.add_mutually_exclusive_group()
     g.add_argument("--prompt", metavar="TEXT", help="the prompt the images were generated from")
@@ -144,8 +160,17 @@ def build_parser() -> ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=formatter,
     )
-    a.add_argument("images", nargs="+", metavar="IMAGE", help="input images")
-    a.add_argument("--prompt", metavar="TEXT", required=True, help="the images' prompt")
+    a.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="input images, or a folder of them (prompts from <stem>.txt sidecars or metadata)",
+    )
+    a.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help="the images' prompt (required unless --prompt-from-metadata or a folder is given)",
+    )
     _common_run_options(a)
 
     pa = sub.add_parser("parse", help="show how a prompt is split into phrases")
@@ -226,11 +251,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(listed, list):
             raise UsageError(f"--set disable expects a list such as ['pasd'], got {listed!r}")
         out["disable"] = list(dict.fromkeys([*listed, *args.disable]))
+    if getattr(args, "seed", None) is not None:
+        from grefine_core.pipeline import check_seed
+
+        try:
+            check_seed(args.seed)
+        except UsageError as e:
+            raise UsageError(f"--seed: {e}") from None
     for flag in ("seed", "device", "dtype"):
         if getattr(args, flag, None) is not None:
             out[flag] = getattr(args, flag)
     if getattr(args, "no_maps", False):
         out = deep_merge(out, {"output": {"save_maps": False}})
+    if getattr(args, "strip_metadata", False):
+        out = deep_merge(out, {"output": {"strip_metadata": True}})
     return out
 
 
@@ -244,29 +278,47 @@ def _config(args: argparse.Namespace):
 
 
 def _items(args: argparse.Namespace):
-    from grefine_core.manifest import read_manifest, unique_items
+    from grefine_core.inputs import check_image_path, expand_inputs, fill_prompts
+    from grefine_core.manifest import read_manifest
 
+    from_metadata = getattr(args, "prompt_from_metadata", False)
     if getattr(args, "prompt_file", None):
         if args.images:
             raise UsageError(
                 "give images either as arguments with --prompt or in --prompt-file, not both"
             )
-        return read_manifest(args.prompt_file)
+        items = read_manifest(args.prompt_file, allow_empty_prompts=from_metadata)
+        return fill_prompts(items, from_metadata=from_metadata, sidecars=False)
     if not args.images:
         raise UsageError("no images given: pass IMAGE... with --prompt, or --prompt-file")
-    if args.prompt is None:
-        raise UsageError(
-            "--prompt is required when images are given as arguments (or use --prompt-file)"
-        )
-    if not args.prompt.strip():
+    if args.prompt is not None and not args.prompt.strip():
         raise InputError("--prompt is empty: give the prompt the image was generated from")
+    folders = [i for i in args.images if Path(i).is_dir()]
+    if args.prompt is None and not from_metadata and not folders:
+        raise UsageError(
+            "--prompt is required when images are given as arguments (or use --prompt-file, "
+            "--prompt-from-metadata, or give a folder with <stem>.txt sidecars)"
+        )
     for image in args.images:
-        path = Path(image)
-        if path.is_dir():
-            raise InputError(f"image {image!r} is a directory, not an image file")
-        if not path.exists():
-            raise InputError(f"image {image!r} does not exist")
-    return unique_items([(Path(i), args.prompt) for i in args.images])
+        if not Path(image).is_dir():
+            check_image_path(image)
+    items = expand_inputs(args.images, args.prompt or "")
+    if args.prompt is not None:
+        return items
+    return fill_prompts(items, from_metadata=True, sidecars=True)
+
+
+def _check_device(device: str) -> None:
+    """Fail at start, not per item, when CUDA is asked for and torch sees no GPU."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda: torch sees no CUDA GPU (torch.cuda.is_available() is False; "
+            f"torch {torch.__version__}); use --device cpu or install a CUDA build of torch"
+        )
 
 
 def cmd_run(args: argparse.Namespace, mode: str) -> int:
@@ -275,6 +327,7 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
 
     items = _items(args)
     cfg = _config(args)
+    _check_device(cfg.device)
     observer = StageProgressObserver(enabled=not args.quiet)
     pipeline = GRefine(cfg, observers=[observer])
     if not args.quiet:
@@ -295,7 +348,7 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     counts = report.counts()
     for outcome in report.outcomes:
         if outcome.status == "failed":
-            print(f"FAILED {outcome.item.image}: {outcome.error}", file=sys.stderr)
+            print(f"FAILED {outcome.item.image}: {one_line(outcome.error)}", file=sys.stderr)
         elif outcome.status == "done" and not args.quiet and outcome.result is None:
             print(
                 f"{outcome.item.name}: wrote {outcome.paths.get('image')} and {outcome.paths.get('json')}"
@@ -380,6 +433,12 @@ def cmd_delegate(module: str, rest: list[str]) -> int:
     return int(mod.main(rest) or 0)
 
 
+def one_line(message: str | None) -> str:
+    """A message on one line: its lines joined with "; " (the CLI never prints a block)."""
+    lines = [line.strip() for line in str(message or "").splitlines() if line.strip()]
+    return "; ".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``grefine`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -408,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GRefineError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -417,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+            f"error: unexpected {type(e).__name__}: {one_line(str(e))} (run with --debug for the "
+            "traceback)",
             file=sys.stderr,
         )
         return 1

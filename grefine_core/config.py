@@ -61,6 +61,11 @@ class OutputSettings(StrictModel):
 
     save_maps: bool = True
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0)
+    strip_metadata: bool = Field(
+        False,
+        description="write no text chunks into output images (neither the input's nor grefine's "
+        "own; only a small marker that grefine wrote the file)",
+    )
 
 
 class GRefineConfig(StrictModel):

@@ -40,3 +40,19 @@ class MissingWeightsError(GRefineError):
 
 class OutputError(GRefineError):
     """The output could not be written (directory not writable, disk full)."""
+
+
+def reason_of(error: BaseException) -> str:
+    """A one-line reason for a library's exception: its type and first line.
+
+    torch's refusal to unpickle code (``weights_only``) becomes a plain statement: its advice to
+    retry with ``weights_only=False`` would run code from the file, which grefine never does.
+    """
+    text = str(error).strip()
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (
+            "the file holds pickled Python objects that a safe load refuses (grefine never runs "
+            "code from a weights file)"
+        )
+    first = text.splitlines()[0].strip() if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,10 @@ class ImageInfo:
     original_mode: str
     size: tuple[int, int]  # (W, H) after loading
     downscaled: bool = False
+    #: EXIF orientation tag of the file (1 = as stored); anything else was applied on loading.
+    exif_orientation: int = 1
+    #: the input's text chunks (PNG tEXt/iTXt: A1111 ``parameters``, ComfyUI ``prompt``...).
+    text: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +39,8 @@ class ImageInfo:
             "original_mode": self.original_mode,
             "size": list(self.size),
             "downscaled": self.downscaled,
+            "exif_orientation": self.exif_orientation,
+            "text_chunks": sorted(self.text),
         }
 
 
@@ -101,13 +107,22 @@ def load_image(
             f"image {label!r} is {w}x{h} ({w * h:,} pixels), more than the limit of "
             f"{settings.max_pixels_hard:,} (image.max_pixels_hard); downscale it first"
         )
+    from grefine_core.metadata import text_chunks
+
+    chunks = text_chunks(original)
+    orientation = exif_orientation(original)
     try:
+        if orientation != 1:  # what viewers show: the pixels turned upright
+            from PIL import ImageOps
+
+            original = ImageOps.exif_transpose(original)
+            log.info("image %s: EXIF orientation %d applied", label, orientation)
         rgb = to_rgb(original)
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"image {label!r} could not be decoded: {e}") from None
     rgb, _ = fit_within(rgb, settings.max_side)
-    downscaled = rgb.size != (w, h)  # a JPEG may already be decoded at a reduced scale
-    if downscaled:
+    upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    if rgb.size != upright:  # a JPEG may already be decoded at a reduced scale
         log.warning(
             "image %s is %dx%d; downscaled to %dx%d (image.max_side = %d)",
             label,
@@ -116,7 +131,19 @@ def load_image(
             *rgb.size,
             settings.max_side,
         )
-    return rgb, ImageInfo(label, (w, h), mode, rgb.size, downscaled)
+    if orientation in (5, 6, 7, 8):  # a quarter turn: the upright size is the stored one swapped
+        w, h = h, w
+    downscaled = rgb.size != (w, h)
+    return rgb, ImageInfo(label, (w, h), mode, rgb.size, downscaled, orientation, chunks)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1-8) of an opened image; 1 when absent or unreadable."""
+    try:
+        value = int(image.getexif().get(0x0112, 1))
+    except (AttributeError, OSError, SyntaxError, ValueError, TypeError):
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def _open_checked(path: Path, settings: ImageSettings) -> tuple[Image.Image, tuple[int, int], str]:

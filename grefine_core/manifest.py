@@ -36,31 +36,47 @@ class ManifestRow:
     where: str
 
 
-def read_rows(path: str | os.PathLike[str]) -> list[ManifestRow]:
-    """Parse a ``.csv`` or ``.jsonl``/``.ndjson`` manifest into rows (paths not resolved)."""
+def read_rows(path: str | os.PathLike[str], allow_empty_prompts: bool = False) -> list[ManifestRow]:
+    """Parse a ``.csv`` or ``.jsonl``/``.ndjson`` manifest into rows (paths not resolved).
+
+    :param allow_empty_prompts: accept rows without a prompt (filled in later from the images'
+        metadata); otherwise such a row is an error naming ``file:line``, like ``--prompt ""``.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"manifest {str(p)!r} does not exist or is not a file")
     suffix = p.suffix.lower()
     try:
         if suffix == ".csv":
-            return _read_csv(p)
-        if suffix in (".jsonl", ".ndjson"):
-            return _read_jsonl(p)
+            rows = _read_csv(p)
+        elif suffix in (".jsonl", ".ndjson"):
+            rows = _read_jsonl(p)
+        else:
+            rows = None
     except UnicodeDecodeError as e:
         raise InputError(f"manifest {str(p)!r} is not UTF-8 text: {e}") from None
+    if rows is not None:
+        for row in rows:
+            if not allow_empty_prompts and not row.prompt.strip():
+                raise InputError(
+                    f"{row.where}: the prompt is empty; give the prompt the image was generated "
+                    "from (or use --prompt-from-metadata)"
+                )
+        return rows
     raise InputError(
         f"manifest {str(p)!r}: unknown format {suffix or '(no extension)'!r}; use .csv or .jsonl"
     )
 
 
-def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
+def read_manifest(
+    path: str | os.PathLike[str], allow_empty_prompts: bool = False
+) -> list[BatchItem]:
     """Read a manifest into :class:`BatchItem` s with unique names, paths resolved against its folder.
 
     Missing images are not checked here: a batch reports each failing item and goes on.
     """
     p = Path(path)
-    rows = read_rows(p)
+    rows = read_rows(p, allow_empty_prompts)
     if not rows:
         raise InputError(f"manifest {str(p)!r} lists no items")
     return unique_items([(resolve_image_path(r.image, p.parent), r.prompt) for r in rows])
@@ -108,7 +124,16 @@ def _read_csv(p: Path) -> list[ManifestRow]:
                 f"got {', '.join(header) or '(empty file)'}"
             )
         rows = []
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise InputError(
+                    f"{p}:{reader.line_num + 1}: not valid CSV ({e}; the longest field allowed is "
+                    f"{csv.field_size_limit():,} characters)"
+                ) from None
             where = f"{p}:{reader.line_num}"
             image = row.get(cols["image"])
             if image is None:

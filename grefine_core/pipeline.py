@@ -16,6 +16,7 @@ from grefine_core import validation
 from grefine_core.config import GRefineConfig, format_validation_error, load_config
 from grefine_core.context import ModelCache, RunContext
 from grefine_core.errors import ConfigError, GRefineError, InputError, PluginError, UsageError
+from grefine_core.fingerprint import Fingerprint
 from grefine_core.imageio import load_image
 from grefine_core.plugins import PluginHost, validate_names
 from grefine_core.result import PLUMBING_NOTICE, RefineResult
@@ -111,16 +112,45 @@ class GRefine:
 
     # ------------------------------------------------------------------ public API
     def refine(
-        self, image: ImageLike, prompt: str, *, name: str | None = None, seed: int | None = None
+        self,
+        image: ImageLike,
+        prompt: str,
+        *,
+        name: str | None = None,
+        seed: int | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> RefineResult:
-        """Assess and refine one image. See :class:`~grefine_core.result.RefineResult`."""
-        return self._run(image, prompt, name=name, seed=seed, mode="refine")
+        """Assess and refine one image. See :class:`~grefine_core.result.RefineResult`.
+
+        :param fingerprint: the run's fingerprint when already computed (``refine_many`` does).
+        """
+        return self._run(
+            image, prompt, name=name, seed=seed, mode="refine", fingerprint=fingerprint
+        )
 
     def assess(
-        self, image: ImageLike, prompt: str, *, name: str | None = None, seed: int | None = None
+        self,
+        image: ImageLike,
+        prompt: str,
+        *,
+        name: str | None = None,
+        seed: int | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> RefineResult:
         """Quality maps and scores only: perceptual, parser, alignment and fuser; no refinement."""
-        return self._run(image, prompt, name=name, seed=seed, mode="assess")
+        return self._run(
+            image, prompt, name=name, seed=seed, mode="assess", fingerprint=fingerprint
+        )
+
+    def fingerprint(
+        self, image: ImageLike, prompt: str, seed: int | None, mode: str
+    ) -> Fingerprint:
+        """Everything that shapes the output of this run (:mod:`grefine_core.fingerprint`),
+        computed without loading any model."""
+        from grefine_core.fingerprint import run_fingerprint
+
+        run_seed = self.config.seed if seed is None else int(seed)
+        return run_fingerprint(self, image, prompt, run_seed, mode)
 
     def refine_many(
         self,
@@ -188,10 +218,20 @@ class GRefine:
         self.host.hook.grefine_stage_progress(context=ctx, slot=slot, step=step, total=total)
 
     def _run(
-        self, image: ImageLike, prompt: str, *, name: str | None, seed: int | None, mode: str
+        self,
+        image: ImageLike,
+        prompt: str,
+        *,
+        name: str | None,
+        seed: int | None,
+        mode: str,
+        fingerprint: Fingerprint | None = None,
     ) -> RefineResult:
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+        check_seed(self.config.seed if seed is None else seed)
+        if fingerprint is None:
+            fingerprint = self.fingerprint(image, prompt, seed, mode)
         img, info = load_image(image, self.config.image)
         if name is None:
             name = Path(str(image)).stem if not isinstance(image, Image.Image) else "image"
@@ -276,6 +316,7 @@ class GRefine:
             mode=mode,
             high_quality=hq_reason,
             notices=self.notices(),
+            fingerprint=fingerprint,
         )
         self.host.hook.grefine_run_end(context=ctx, result=result)
         return result
@@ -283,7 +324,7 @@ class GRefine:
     def _high_quality_reason(
         self, perceptual: PerceptualResult, alignment: AlignmentResult | None
     ) -> str | None:
-        """Why the image is left untouched (SPEC 5's HQ policy), or ``None`` to refine it.
+        """Why the image is left untouched (the HQ policy, docs/behaviour.md), or ``None`` to refine it.
 
         High quality: ``p >= hq_skip.p_bound`` and ``a >= hq_skip.a_bound`` and no alignment
         defect. A skipped slot counts as perfect (neutral PQ: p = 1; no AQ: a = 1, no defect).
@@ -363,6 +404,24 @@ class GRefine:
         if slot in ("stage1", "stage2"):
             return validation.check_stage(value, image.size, name, slot)
         return value
+
+
+#: Seeds go to ``torch.Generator.manual_seed`` (at most 2**64 - 1) after adding the item index.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """The seed as an int in ``[0, 2**63 - 1]``.
+
+    :raises UsageError: anything else (one line naming the value and the range).
+    """
+    try:
+        value = int(seed)
+    except (TypeError, ValueError):
+        raise UsageError(f"seed must be an integer, got {seed!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise UsageError(f"seed must be between 0 and {MAX_SEED} (2**63 - 1), got {value}")
+    return value
 
 
 def _attribute(error: Exception, plugin: str, slot: str) -> GRefineError:

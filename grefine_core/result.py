@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from grefine_core.atomic import publish, staged_dir
+from grefine_core.fingerprint import Fingerprint
 from grefine_core.imageio import ImageInfo
 from grefine_core.types import (
     AlignmentResult,
@@ -38,8 +38,10 @@ class RefineResult:
     :ivar parsed: the parsed prompt or ``None``; :ivar alignment: the AQ result or ``None``.
     :ivar mask: the fused mask or ``None``; :ivar trace: one :class:`StageRecord` per slot.
     :ivar high_quality: why the image counts as high quality (left unchanged by both stages,
-        SPEC 5), or ``None``; decided in ``assess`` mode too.
+        docs/behaviour.md), or ``None``; decided in ``assess`` mode too.
     :ivar notices: what the outputs do and do not prove (e.g. random weights, planted truth).
+    :ivar fingerprint: everything that shaped this result (:mod:`grefine_core.fingerprint`); a
+        resumed batch compares it.
     """
 
     image: Image.Image
@@ -60,6 +62,7 @@ class RefineResult:
     mode: str = "refine"
     high_quality: str | None = None
     notices: list[str] = field(default_factory=list)
+    fingerprint: Fingerprint | None = None
 
     # ---------------------------------------------------------------- convenient views
     @property
@@ -144,6 +147,7 @@ class RefineResult:
             if self.mask is None
             else {"fraction": float(self.mask.fraction), "empty": self.mask.empty},
             "trace": [r.to_dict() for r in self.trace],
+            "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None,
         }
         return _jsonable(out)
 
@@ -175,36 +179,36 @@ class RefineResult:
         stem: str | None = None,
         save_maps: bool = True,
         overlay_alpha: float = 0.5,
+        strip_metadata: bool = False,
     ) -> dict[str, Path]:
-        """Write ``<stem>.png``, ``<stem>.json`` and ``<stem>_maps/`` atomically.
+        """Write ``<stem>.png``, ``<stem>.json`` and ``<stem>_maps/`` as one item
+        (:func:`grefine_core.outputs.publish_item`: all or nothing, the JSON last, vouching for
+        the other files by their sha256).
 
         Maps are written as float ``.npy`` and as heat-map overlay PNGs, the mask as a PNG, plus an
-        ``overview.png`` (input | P | A_defect | mask | output). The JSON is moved into place last,
-        so its presence marks a finished item (batches resume on it).
+        ``overview.png`` (input | P | A_defect | mask | output). The image keeps the input's PNG
+        text chunks and gets grefine's own (:mod:`grefine_core.metadata`) unless
+        ``strip_metadata``.
 
         :returns: the final paths by kind.
+        :raises OutputError: an output grefine did not write is in the way, or writing failed.
         """
+        from grefine_core.metadata import png_info
+        from grefine_core.outputs import output_lock, publish_item
+
         out = Path(out_dir)
         stem = stem or self.item_name
-        final = {
-            "image": out / f"{stem}.png",
-            "json": out / f"{stem}.json",
-            "maps": out / f"{stem}_maps",
-        }
-        with staged_dir(out, stem) as tmp:
-            self.image.save(tmp / "image.png")
-            if save_maps:
-                maps_dir = tmp / "maps"
-                maps_dir.mkdir()
-                self._write_maps(maps_dir, overlay_alpha)
-            (tmp / "report.json").write_text(self.to_json(), encoding="utf-8")
-            if save_maps:
-                publish(tmp / "maps", final["maps"])
-            publish(tmp / "image.png", final["image"])
-            publish(tmp / "report.json", final["json"])
-        if not save_maps:
-            final.pop("maps")
-        return final
+        report = self.to_dict()
+        info = png_info(self, report, f"{stem}.json", strip=strip_metadata)
+
+        def write_image(path: Path) -> None:
+            self.image.save(path, pnginfo=info)
+
+        def write_maps(folder: Path) -> None:
+            self._write_maps(folder, overlay_alpha)
+
+        with output_lock(out):
+            return publish_item(out, stem, write_image, write_maps if save_maps else None, report)
 
     def _write_maps(self, folder: Path, alpha: float) -> None:
         for name, values in self.maps().items():
@@ -231,6 +235,6 @@ class RefineResult:
         if self.high_quality:
             caption += " (high quality: unchanged)"
         elif self.plumbing_only:
-            caption += f" ({self.preset}: plumbing only)"
+            caption += f" ({self.preset}: random-weight refiners)"
         panels.append((caption, self.image))
         overview(panels).save(folder / "overview.png")

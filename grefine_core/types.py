@@ -140,6 +140,7 @@ class AlignmentResult:
     :ivar emphasis: the defective phrases' spans and weights (Eq. 7).
     :ivar prompt_score: ``a_prompt``, the whole prompt scored like a phrase.
     :ivar emphasised_prompt: the prompt in compel weighting syntax, e.g. ``"a (red hat)1.1"``.
+    :ivar info: JSON-able notes for the report (e.g. phrases dropped past the cap).
     """
 
     score: float
@@ -148,6 +149,7 @@ class AlignmentResult:
     emphasis: list[Emphasis] = field(default_factory=list)
     prompt_score: float = 1.0
     emphasised_prompt: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def defects(self) -> list[PhraseAlignment]:

@@ -76,7 +76,7 @@ def check_noisy(result) -> list[str]:
     return errors
 
 
-def check_wrong_colour(result, with_pq: bool = True) -> list[str]:
+def check_wrong_colour(result) -> list[str]:
     errors = high_quality(result, False)
     if defects(result) != [("blue box", "attribute")]:
         errors.append(f"defects {defects(result)}, expected [('blue box', 'attribute')]")
@@ -93,6 +93,8 @@ def check_missing_tree(result) -> list[str]:
     errors = high_quality(result, False)
     if defects(result) != [("yellow tree", "noun")]:
         errors.append(f"defects {defects(result)}, expected [('yellow tree', 'noun')]")
+    if result.a is not None and result.a >= 0.5:  # a missing object is a strong defect
+        errors.append(f"a = {result.a:.3f} is not clearly low for a missing object")
     errors += mask_on(result, BALL.box(), "the ball (the tree's parent phrase)")
     return errors
 

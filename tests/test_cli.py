@@ -159,7 +159,7 @@ def test_a_plugin_that_raises_fails_the_item_not_the_batch(fakes, image, tmp_pat
             ["refine", "IMG", "--prompt", "x", "--out", "O", "--select", "stage1=fake_pq"],
             "plugin 'fake_pq' does not implement slot 'stage1'",
         ),
-        (["refine", "DIR", "--prompt", "x", "--out", "O"], "is a directory, not an image file"),
+        (["refine", "DIR", "--prompt", "x", "--out", "O"], "holds no images (.png"),
         (["refine", "MISSING", "--prompt", "x", "--out", "O"], "does not exist"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -34,3 +34,20 @@ def test_gallery_is_generated_and_the_committed_one_is_current(tmp_path):
     for line in table:  # rerun `python scripts/oracle_gallery.py` when this fails
         assert line in committed, line
     assert "| `clean` |" in committed and "high quality: returned unchanged" in committed
+
+
+def test_committed_scene_files_are_the_scenes():
+    """examples/oracle/ is what examples/oracle/draw.py draws (rerun it when this fails)."""
+    import csv
+
+    import numpy as np
+    from grefine_clip.oracle_scenes import SCENES
+
+    folder = ROOT / "examples" / "oracle"
+    rows = list(csv.DictReader((folder / "prompts.csv").open(encoding="utf-8")))
+    assert {r["image"]: r["prompt"] for r in rows} == {
+        f"{n}.png": s.prompt for n, s in SCENES.items()
+    }
+    for name, scene in SCENES.items():
+        stored = np.asarray(Image.open(folder / f"{name}.png").convert("RGB"))
+        assert np.array_equal(stored, np.asarray(scene.image())), name

@@ -273,11 +273,11 @@ def test_fuser_sign_mutation_is_caught(monkeypatch):
 def test_hq_rule_mutations_are_caught(monkeypatch, old, new):
     from grefine_core.pipeline import GRefine as Pipeline
 
-    # a_bound 0.9: the missing-tree scene's a (about 0.94) passes it, so only its defect keeps it
-    # from counting as high quality.
-    assert failing(pipeline(hq_skip={"a_bound": 0.9})) == {}
+    # a_bound 0.3: the defect scenes' a (about 0.34 and 0.55) pass it, so only their defects
+    # keep them from counting as high quality.
+    assert failing(pipeline(hq_skip={"a_bound": 0.3})) == {}
     with mutated(monkeypatch, Pipeline, "_high_quality_reason", {old: new}):
-        assert failing(pipeline(hq_skip={"a_bound": 0.9})), f"{old!r} -> {new!r} went unnoticed"
+        assert failing(pipeline(hq_skip={"a_bound": 0.3})), f"{old!r} -> {new!r} went unnoticed"
 
 
 def test_the_ball_and_box_are_where_the_checks_expect():
@@ -287,3 +287,27 @@ def test_the_ball_and_box_are_where_the_checks_expect():
     found = {o.noun: o.box for o in read_scene(SCENES["clean"].image()).objects}
     assert found == {"ball": BALL.box(), "box": BOX.box()}
     assert NOISY_QUADRANT == (128, 128, 256, 256)
+
+
+def test_a_very_long_prompt_is_capped_with_a_warning(caplog):
+    prompt = ", ".join(f"a red ball number {i}" for i in range(60))
+    pipe = pipeline(plugins={"aq": {"max_phrases": 5}})
+    with caplog.at_level("WARNING", logger="grefine.clip"):
+        r = pipe.assess(SCENES["clean"].image(), prompt)
+    assert len([p for p in r.alignment.phrases]) == 5
+    assert r.alignment.info["phrases_dropped"] > 50
+    assert "only the first 5 are scored" in caplog.text
+
+
+def test_a_prompt_past_clips_window_is_warned_about(caplog):
+    import torch
+    from grefine_clip import AlignmentQuality, SurgeryCLIP
+    from grefine_nltk import parse_prompt
+
+    torch.manual_seed(0)
+    aq = AlignmentQuality(SurgeryCLIP.tiny())
+    prompt = " ".join(["a red cat on a wooden table"] * 20)
+    with caplog.at_level("WARNING", logger="grefine.clip"):
+        r = aq(SCENES["clean"].image(), parse_prompt(prompt))
+    assert r.info["prompt_tokens"] > 75
+    assert "CLIP reads 77" in caplog.text

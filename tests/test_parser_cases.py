@@ -157,6 +157,24 @@ CASES: dict[str, dict[str, list[tuple[str, str | None, int]]]] = {
     "a red ball and a green box and a yellow tree": {
         "nltk": [("red ball", "ball", 0), ("green box", "box", 0), ("yellow tree", "tree", 0)],
     },
+    # each participle under the nearest noun before it
+    "a photo of a cat sitting on a table next to a dog wearing a hat": {
+        "nltk": [
+            ("photo", "photo", 0),
+            ("cat sitting", "cat", 0),
+            ("table", "table", 1),
+            ("dog", "dog", 2),
+            ("wearing hat", "hat", 3),
+        ],
+    },
+    # a style tag keeps its own modifiers; they never move onto an object noun
+    "a large watercolor of a boat": {"nltk": [("large watercolor", None, 0), ("boat", "boat", 1)]},
+    "a beautiful oil painting of a cat": {
+        "nltk": [("beautiful oil painting", None, 0), ("cat", "cat", 1)]
+    },
+    "a blue wallpaper with a white cat": {
+        "nltk": [("blue wallpaper", "wallpaper", 0), ("white cat", "cat", 0)]
+    },
     # hyphenated words: NLTK keeps "t-shirt" whole, spaCy's head noun is "shirt"
     "a t-shirt with a dog on it": {
         "nltk": [("t-shirt", "t-shirt", 0), ("dog", "dog", 0)],

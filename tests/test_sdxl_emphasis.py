@@ -22,7 +22,7 @@ def test_fragments_cover_the_prompt_and_weight_only_the_spans():
     assert emphasis_fragments(PROMPT, [Emphasis("x", SPAN, 1.0)]) == [(PROMPT, 1.0)]
 
 
-def test_spanssnap_to_words_and_overlaps_take_the_strongest_weight():
+def test_spans_snap_to_words_and_overlaps_take_the_strongest_weight():
     frags = emphasis_fragments(PROMPT, [Emphasis("ooden tab", (16, 25), 1.2)])
     assert ("wooden table", 1.2) in frags  # no cut inside a word: tokenisation unchanged
     frags = emphasis_fragments(
@@ -175,6 +175,8 @@ def _weights(prompt):
         ("a (red ball", [("a ", 1.0), ("red ball", 1.1)]),  # never closed: the rest
         ("red) ball: 1.3)", [("red) ball: 1.3)", 1.0)]),  # nothing to close: text
         ("a cat <lora:styleX:0.8>, 8k", [("a cat , 8k", 1.0)]),  # extra networks: not text
+        ("a (red hat)1.2 on a cat", [("a ", 1.0), ("red hat", 1.2), (" on a cat", 1.0)]),  # compel
+        ("a [b:c:0.5] d", [("a ", 1.0), ("b:c:0.5", 0.909091), (" d", 1.0)]),  # editing: text
     ],
 )
 def test_a1111_markup_is_read(prompt, expected):
@@ -202,3 +204,20 @@ def test_the_defect_emphasis_multiplies_the_users_weight_and_both_are_reported()
     assert [(f.text, f.weight) for f in literal] == [(prompt, 1.0)]
     with pytest.raises(InputError, match="prompt_weights = 'xyz' is not valid; valid: a1111, none"):
         weighted_fragments(prompt, [], syntax="xyz")
+
+
+@pytest.mark.parametrize("prompt", ["a (red:0) ball", "a (red:-1) ball", "a (red)0 ball"])
+def test_non_positive_weights_are_refused_in_one_line(prompt):
+    from grefine_sdxl.prompt_weights import weighted_fragments
+
+    with pytest.raises(InputError, match=r"prompt weight '.*' must be > 0"):
+        weighted_fragments(prompt)
+
+
+def test_the_report_keeps_factors_that_cancel_out():
+    from grefine_sdxl.prompt_weights import weight_report, weighted_fragments
+
+    frags = weighted_fragments("a [red] ball", [Emphasis("red", (3, 6), 1.1)])
+    assert weight_report(frags) == [
+        {"text": "red", "weight": 1.0, "user": 0.909091, "emphasis": 1.1}
+    ]

@@ -8,7 +8,9 @@ subtracted (feature surgery), and each text gets a score ``sigmoid(10 * S[cls])`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,9 @@ from grefine_core.types import AlignmentResult, ParsedPrompt
 
 #: ``score = sigmoid(SCORE_SCALE * S[cls])`` (released AQ-Map code).
 SCORE_SCALE = 10.0
+#: CLIP's text window (start and end tokens included).
+CLIP_WINDOW = 77
+log = logging.getLogger("grefine.clip")
 
 
 class AlignmentQuality:
@@ -35,6 +40,8 @@ class AlignmentQuality:
     :param compat: ``"paper"`` normalises image tokens per token; ``"reference"`` over the token
         axis like the released code.
     :param text_cache_size: resize the backbone's text-feature LRU cache (``None``: leave it).
+    :param max_phrases: score at most this many phrases with a noun (the first ones); the rest are
+        dropped with a warning (a 5,000-character prompt would otherwise give hundreds of maps).
     """
 
     def __init__(
@@ -47,6 +54,7 @@ class AlignmentQuality:
         emphasis_weight: float = 0.1,
         compat: str = "paper",
         text_cache_size: int | None = None,
+        max_phrases: int = 32,
     ):
         if merge not in ("paper", "union"):
             raise ConfigError(f"AQ merge must be 'paper' or 'union', got {merge!r}")
@@ -62,6 +70,7 @@ class AlignmentQuality:
         self.beta = float(beta)
         self.emphasis_weight = float(emphasis_weight)
         self.compat = compat
+        self.max_phrases = int(max_phrases)
         if text_cache_size is not None:
             clip.text_cache.resize(text_cache_size)
 
@@ -107,6 +116,7 @@ class AlignmentQuality:
         ``(H, W)``."""
         if not isinstance(parsed, ParsedPrompt):
             raise InputError(f"expected a ParsedPrompt, got {type(parsed).__name__}")
+        parsed, info = self._within_limits(parsed)
         phrase_texts, noun_texts, prompt = self.texts_of(parsed)
         mapped = list(dict.fromkeys([*phrase_texts, *noun_texts]))
         unique = [*mapped, prompt] if prompt not in mapped else mapped
@@ -115,7 +125,7 @@ class AlignmentQuality:
         ph = [pos[t] for t in phrase_texts]
         nn_ = [pos[t] for t in noun_texts]
         h, w = int(size[0]), int(size[1])
-        return resolve_alignment(
+        result = resolve_alignment(
             parsed,
             scores[ph],
             scores[nn_],
@@ -129,6 +139,41 @@ class AlignmentQuality:
             emphasis_weight=self.emphasis_weight,
             shape=(h, w),
         )
+        result.info.update(info)
+        return result
+
+    def _within_limits(self, parsed: ParsedPrompt) -> tuple[ParsedPrompt, dict[str, Any]]:
+        """The parse with phrases past :attr:`max_phrases` left unscored (noun removed), and what
+        the report should say: dropped phrases, a prompt longer than CLIP's 77-token window."""
+        info: dict[str, Any] = {}
+        tokenizer = getattr(self.clip, "tokenizer", None)
+        if tokenizer is not None and hasattr(tokenizer, "encode"):
+            n = len(tokenizer.encode(parsed.prompt))
+            info["prompt_tokens"] = n
+            if n > CLIP_WINDOW - 2:
+                log.warning(
+                    "AQ: the prompt has %d CLIP tokens; CLIP reads 77 (75 + start and end), so "
+                    "the whole-prompt score sees only its start (each phrase is encoded on its "
+                    "own)",
+                    n,
+                )
+        scored = scored_indices(parsed.phrases)
+        if len(scored) <= self.max_phrases:
+            return parsed, info
+        keep = set(scored[: self.max_phrases])
+        phrases = [
+            p if i in keep or p.noun is None else replace(p, noun=None, noun_span=None)
+            for i, p in enumerate(parsed.phrases)
+        ]
+        info["phrases_dropped"] = len(scored) - self.max_phrases
+        log.warning(
+            "AQ: the prompt has %d phrases with a noun; only the first %d are scored "
+            "([plugins.aq] max_phrases), %d dropped",
+            len(scored),
+            self.max_phrases,
+            len(scored) - self.max_phrases,
+        )
+        return replace(parsed, phrases=phrases), info
 
     def __call__(
         self, image: Any, parsed: ParsedPrompt, tokens: torch.Tensor | None = None

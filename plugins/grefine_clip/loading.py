@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from grefine_clip.constants import SURGERY_LAYERS
-from grefine_core.errors import InputError, MissingWeightsError
+from grefine_core.errors import InputError, MissingWeightsError, reason_of
 
 log = logging.getLogger("grefine.clip")
 
@@ -76,7 +76,7 @@ def read_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every reader failure means the same to the user
         raise InputError(
-            f"cannot read CLIP weights from {str(p)!r} ({type(e).__name__}: {e}); expected an "
+            f"cannot read CLIP weights from {str(p)!r} ({reason_of(e)}); expected an "
             "OpenAI/open_clip state dict as .pt/.pth/.bin (torch) or .safetensors"
         ) from None
     return clean_state_dict(obj, str(p))

@@ -9,21 +9,22 @@ made of fixed-norm blocks (see docs/behaviour.md for the numbers):
 - **quality** (2 dims, norm ``R_QUALITY``): ``(cos t, sin t)`` with ``cos t = 1 - 2 b`` and the
   badness ``b = clip(sigma / 25, 0, 1)`` of the patch's noise; the class token takes the badness
   of the worst 10 % of patches. The planted "good" / "bad" text pair lies along ``+/-`` the first
-  dim, scaled so that the logit of "good" is ``6 (1 - 2 b)``.
+  dim, scaled so that the logit difference good - bad is ``6 (1 - 2 b)``.
 - **neutral** (1 dim): the same for every token; the empty string's text feature is this
   direction, so the feature surgery of SPEC 3.2 subtracts it evenly.
 - **any** (1 dim): also the same for every token; words outside the lexicon point here, so they
   count as present and matched (exact neutrality would sit on the 0.5 bound).
-- **one block per lexicon noun** (5 dims): ``present`` and ``absent`` directions and a 3-d colour
-  plane holding the four colours as the vertices of a regular tetrahedron (pairwise cosine
-  -1/3). A patch's block mixes ``absent`` and ``(present + colour) / sqrt 2`` by the shape's
-  coverage of the patch; the class token's block is present (in the colour of the largest shape)
-  or absent.
+- **one block per lexicon noun** (6 dims): ``present``, ``absent`` and ``void`` directions and a
+  3-d colour plane holding the four colours as the vertices of a regular tetrahedron (pairwise
+  cosine -1/3). A patch's block mixes ``void`` (no evidence) and ``(present + colour) / sqrt 2``
+  by the shape's coverage of the patch; the class token's block is present (in the colour of the
+  largest shape) or absent (evidence against it).
 
 Text features: a colour adjective binds to the next lexicon noun; a bare noun points at
-``(present - absent) / sqrt 2`` of its block, a coloured one at its colour vertex (so the right
-colour scores above the bare noun and a wrong one far below); other words at ``any``; the sum is
-normalised and mixed with the neutral direction.
+``(present - absent) / sqrt 2`` of its block, a coloured one mostly at its colour vertex with a
+little of that presence (so the right colour scores above the bare noun, a wrong one far below,
+and the phrase of a missing object low); other words at ``any``; the sum is normalised and mixed
+with the neutral direction.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ ORACLE_NOTICE = (
 OFF_LEXICON_LIMIT = 0.05
 
 R_QUALITY = 0.1
-R_NEUTRAL = 1.0 / 60.0
-R_ANY = 0.3
+#: With TEXT_NEUTRAL, the neutral component shifts every text's surgery score by
+#: ``R_NEUTRAL * (TEXT_NEUTRAL - 1) = -0.045`` (evenly over tokens: maps are unaffected).
+R_NEUTRAL = 0.05625
+R_ANY = 0.2
 #: Noise sigma (0-255) at which a patch is fully bad.
 SIGMA_BAD = 25.0
 #: Logit of "good" for a perfectly clean patch (-this for a fully bad one).
@@ -59,11 +62,14 @@ QUALITY_LOGIT = 6.0
 #: The class token's quality is that of the worst this-fraction of patches.
 WORST_FRACTION = 0.10
 #: Neutral share of a non-empty text feature (the rest is content).
-TEXT_NEUTRAL = 0.4
+TEXT_NEUTRAL = 0.2
+#: A coloured noun also asserts its noun's presence, with this weight against its colour, so the
+#: phrase of a missing object scores low too (not just its noun).
+COLOUR_PRESENCE = 0.3
 #: Angle between a present shape's block and its ``present`` direction.
 PRESENT_ANGLE = np.pi / 4
 
-_BLOCK = 5  # present, absent, 3-d colour plane
+_BLOCK = 6  # present, absent (from the image), void (a patch without it), 3-d colour plane
 _Q0, _Q1, _NEUTRAL, _ANY, _NOUN0 = 0, 1, 2, 3, 4
 EMBED_DIM = _NOUN0 + _BLOCK * len(NOUNS)
 _TETRA = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], np.float64) / np.sqrt(3.0)
@@ -83,16 +89,25 @@ def _block(noun: int) -> slice:
 
 
 def present_direction(colour: int) -> np.ndarray:
-    """A present shape of colour index ``colour`` in its noun block (unit, 5 dims)."""
+    """A present shape of colour index ``colour`` in its noun block (unit, 6 dims)."""
     v = np.zeros(_BLOCK)
     v[0] = np.cos(PRESENT_ANGLE)
-    v[2:] = np.sin(PRESENT_ANGLE) * _TETRA[colour]
+    v[3:] = np.sin(PRESENT_ANGLE) * _TETRA[colour]
     return v
 
 
 def _absent() -> np.ndarray:
+    """The class token's "not in this image": the bare noun's text points away from it."""
     v = np.zeros(_BLOCK)
     v[1] = 1.0
+    return v
+
+
+def _void() -> np.ndarray:
+    """A patch the shape does not cover: no evidence either way (orthogonal to every text), so a
+    phrase map is dark where a shape has the wrong colour, not lit by the shape's presence."""
+    v = np.zeros(_BLOCK)
+    v[2] = 1.0
     return v
 
 
@@ -130,10 +145,13 @@ def text_feature(text: str) -> np.ndarray:
     content = np.zeros(EMBED_DIM)
     for noun, colour in items:
         block = _block(NOUNS.index(noun))
+        presence = (np.eye(_BLOCK)[0] - _absent()) / np.sqrt(2.0)
         if colour is None:
-            content[block] += (np.eye(_BLOCK)[0] - _absent()) / np.sqrt(2.0)
+            content[block] += presence
         else:
-            content[block][2:] += _TETRA[list(COLOURS).index(colour)]
+            vertex = np.zeros(_BLOCK)
+            vertex[3:] = _TETRA[list(COLOURS).index(colour)]
+            content[block] += _unit(vertex + COLOUR_PRESENCE * presence)
     if other:
         content[_ANY] += 1.0
     out = np.zeros(EMBED_DIM)
@@ -167,7 +185,7 @@ def tokens_from_reading(reading: SceneReading) -> np.ndarray:
         cov = reading.coverage[ni].reshape(n)
         col = reading.colour[ni].reshape(n)
         for t in range(n):
-            mix = (1.0 - cov[t]) * _absent()
+            mix = (1.0 - cov[t]) * _void()
             if col[t] >= 0:
                 mix = mix + cov[t] * present_direction(int(col[t]))
             tokens[1 + t, block] = R_NOUN * _unit(mix)

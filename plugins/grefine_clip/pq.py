@@ -25,7 +25,7 @@ from grefine_clip.constants import (
     pq_filename,
 )
 from grefine_clip.model import SurgeryCLIP
-from grefine_core.errors import ConfigError, InputError, MissingWeightsError
+from grefine_core.errors import ConfigError, InputError, MissingWeightsError, reason_of
 from grefine_core.types import PerceptualResult
 
 log = logging.getLogger("grefine.clip")
@@ -165,7 +165,7 @@ def _read_prompt_file(path: Path, factor: str, verify_hash: bool) -> torch.Tenso
         obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise InputError(
-            f"cannot read PQ prompt file {str(path)!r} ({type(e).__name__}: {e}); it must be the "
+            f"cannot read PQ prompt file {str(path)!r} ({reason_of(e)}); it must be the "
             f"torch file {pq_filename(factor)} from {PQ_BASE_URL}"
         ) from None
     params = obj.get("params") if isinstance(obj, Mapping) else None

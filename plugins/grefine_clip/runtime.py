@@ -130,6 +130,7 @@ def get_aq(context: Any, clip: Any = None, key: Any = None) -> Any:
         s.emphasis_weight,
         s.compat,
         s.text_cache_size,
+        s.max_phrases,
     )
 
     clip = get_clip(context) if clip is None else clip
@@ -143,6 +144,7 @@ def get_aq(context: Any, clip: Any = None, key: Any = None) -> Any:
             emphasis_weight=s.emphasis_weight,
             compat=s.compat,
             text_cache_size=s.text_cache_size,
+            max_phrases=s.max_phrases,
         )
 
     return context.models.get_or_create(key, build)

@@ -69,6 +69,12 @@ class AQSettings(StrictModel):
         0.1, ge=0.0, description="defective phrases get weight 1 + w in the stage-1 prompt"
     )
     text_cache_size: int = Field(4096, ge=0, description="LRU size of the text-feature cache")
+    max_phrases: int = Field(
+        32,
+        ge=1,
+        description="score at most this many phrases with a noun (the first ones); the rest are "
+        "dropped with a warning",
+    )
     compat: Literal["paper", "reference"] = Field(
         "paper",
         description="'paper': per-token image-token normalisation; 'reference': over the token "

@@ -91,7 +91,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestItem]:
         return _read_folder(p)
     if not p.exists():
         raise InputError(f"image set {str(p)!r} does not exist (give a folder, a .csv or a .jsonl)")
-    rows = read_rows(p)
+    rows = read_rows(p, allow_empty_prompts=True)  # eval: a prompt is optional per image
     base = p.parent
     items: list[ManifestItem] = []
     seen: dict[str, str] = {}

@@ -17,7 +17,9 @@ Steps for one prompt:
    under it. The chain only climbs, so the result is always a forest.
 5. Stopwords and lone punctuation are dropped from the phrase text (:mod:`grefine_nltk.text`).
 
-A prompt without any noun gives one phrase (all its kept words, ``noun=None``).
+A prompt without any noun gives one noun-less phrase per comma segment (its kept words,
+``noun=None``); style tags (:mod:`grefine_nltk.style_tags`) are noun-less phrases of their own,
+with the other words of their noun phrase.
 """
 
 from __future__ import annotations
@@ -109,31 +111,32 @@ def attach_prepositions(tree) -> None:
     tree[:] = kids
 
 
-def _rightmost_np(np_node):
-    """``(holder, index)`` of the innermost NP on ``np_node``'s right spine (through trailing
-    PPs: ``NP(photo PP(of NP(teddy bear)))`` -> teddy bear), or ``None`` when it is ``np_node``."""
+def _nearest_np(node):
+    """``(holder, index)`` of the innermost NP on ``node``'s right spine (through trailing PPs,
+    VGs and NPs: ``NP(photo PP(of NP(teddy bear)))`` -> teddy bear), or ``None`` when ``node``
+    ends in a word (it is the nearest noun phrase itself)."""
     from nltk import Tree
 
     found = None
-    node = np_node
-    while True:
-        last = node[-1] if len(node) else None
-        if not (isinstance(last, Tree) and last.label() == "PP" and len(last)):
-            return found
-        inner = last[-1]
-        if not (isinstance(inner, Tree) and inner.label() == "NP"):
-            return found
-        found = (last, len(last) - 1)
-        node = inner
+    cur = node
+    while len(cur):
+        last = cur[-1]
+        if not (isinstance(last, Tree) and last.label() in ("NP", "PP", "VG")):
+            break
+        if last.label() == "NP":
+            found = (cur, len(cur) - 1)
+        cur = last
+    return found
 
 
 def attach_participles(tree) -> None:
     """Stage 4: a participle phrase modifies the nearest noun before it.
 
-    The cascade chunks ``NP VG`` with the whole complex NP on its left, so in "a photo of a teddy
-    bear riding a skateboard" the rider would be the photo. Move the VG (and the PPs after it)
-    under the innermost NP on that NP's right spine: the teddy bear. A comma between them keeps
-    the attachment as it is. Works in place, bottom up.
+    The cascade chunks ``NP VG+`` with the whole complex NP on its left, so in "a photo of a teddy
+    bear riding a skateboard" the rider would be the photo. Each VG (in order) moves under the
+    innermost NP on the right spine of what comes before it: the teddy bear; in "a cat sitting
+    on a table next to a dog wearing a hat" the second VG goes under the dog. A comma before a VG
+    keeps its attachment as it is. Works in place, bottom up.
     """
     from nltk import Tree
 
@@ -142,17 +145,26 @@ def attach_participles(tree) -> None:
             attach_participles(child)
     if tree.label() != "NP" or len(tree) < 2:
         return
-    host, second = tree[0], tree[1]
+    host = tree[0]
     if not (isinstance(host, Tree) and host.label() == "NP"):
         return
-    if not (isinstance(second, Tree) and second.label() == "VG"):
-        return
-    target = _rightmost_np(host)
-    if target is None:
-        return
-    holder, index = target
-    holder[index] = Tree("NP", [holder[index], *tree[1:]])
-    tree[:] = list(host)
+    kept = [host]
+    for child in list(tree)[1:]:
+        is_vg = isinstance(child, Tree) and child.label() == "VG"
+        prev = kept[-1]
+        if not is_vg or not isinstance(prev, Tree):  # a PP, or a VG after a comma: as it is
+            kept.append(child)
+            continue
+        target = _nearest_np(prev)
+        if target is None:  # what comes before ends in its own noun: the VG hangs there
+            kept.append(child)
+            continue
+        holder, index = target
+        holder[index] = Tree("NP", [holder[index], child])
+    if len(kept) == 1:
+        tree[:] = list(host)
+    else:
+        tree[:] = kept
 
 
 def chunk(tagged: list[tuple[str, str]]):
@@ -210,6 +222,13 @@ def _analyse(
     centres = sorted(centre_of_np.values())
     part_index = {tok: k for k, tok in enumerate(centres)}
     n_style = len(style)
+    # A base NP headed by a style tag ("a blue wallpaper", "a large watercolor"): its other words
+    # belong to the tag's phrase, not to the nearest object noun.
+    style_of_np: dict[tuple[int, ...], int] = {}
+    for i, pos in enumerate(leaf_pos):
+        np_pos = pos[:-1]
+        if i in style_part and len(np_pos) and tree[np_pos].label() == "NP":
+            style_of_np[np_pos] = style_part[i]
     orphan: dict[int, int] = {}  # comma segment -> its noun-less part
     centre_pos = [leaf_pos[c] for c in centres]
     for i, pos in enumerate(leaf_pos):
@@ -219,6 +238,9 @@ def _analyse(
         np_pos = pos[:-1]
         if np_pos in centre_of_np:  # inside a base NP with a head: joins that head
             tokens[i].part = part_index[centre_of_np[np_pos]]
+            continue
+        if np_pos in style_of_np:
+            tokens[i].part = len(centres) + style_of_np[np_pos]
             continue
         best = None
         for k, cpos in enumerate(centre_pos):

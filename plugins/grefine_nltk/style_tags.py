@@ -66,7 +66,9 @@ DEFAULT_STYLE_TAGS: tuple[str, ...] = (
     "award winning",
     "award-winning",
     "award winning photography",
-    "wallpaper",
+    "4k wallpaper",
+    "8k wallpaper",
+    "hd wallpaper",
 )
 
 _SPACE = re.compile(r"\s+")

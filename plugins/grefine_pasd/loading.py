@@ -89,7 +89,10 @@ def _sd_part(loader: Any, sd_model: str, part: str, local_files_only: bool, **kw
             + SD15_DOWNLOAD_HINT
         )
     else:
+        from grefine_core.hub import is_cached
+
         source = sd_model
+        local_files_only = local_files_only or is_cached(sd_model)  # files present: stay offline
     try:
         return loader.from_pretrained(
             source, subfolder=part, local_files_only=local_files_only, **kwargs

@@ -272,9 +272,16 @@ def load_inpaint_pipeline(
             torch_dtype=torch_dtype,
             variant=settings.variant,
             vae=settings.vae,
-            local_files_only=settings.local_files_only,
+            local_files_only=settings.local_files_only or _cached(settings.model, kind),
         )
     return prepare_pipeline(pipe, device, settings.cpu_offload, settings.vae_tiling)
+
+
+def _cached(model: str, kind: str) -> bool:
+    """A hub id whose files the local cache holds loads offline (no request to the hub)."""
+    from grefine_core.hub import is_cached
+
+    return kind == "hub" and is_cached(model)
 
 
 def cache_key(settings: SDXLSettings, device: str, dtype: str) -> tuple[Any, ...]:

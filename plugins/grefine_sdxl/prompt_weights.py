@@ -5,9 +5,14 @@ A1111 syntax, read as its documentation describes it: ``(text)`` multiplies the 
 ``text`` by 1.1, ``[text]`` divides it by 1.1, ``(text:1.3)`` multiplies it by 1.3; brackets nest
 and multiply; ``\\(``, ``\\)``, ``\\[``, ``\\]`` and ``\\\\`` are literal characters; a bracket
 that is never closed weights the rest of the prompt; extra-network tags such as
-``<lora:name:0.8>`` are not text and are dropped. The parsers blank the same markup and keep the
-raw prompt's offsets, so the defect spans index the raw prompt; the emphasis (``1 + w`` on each
-defective phrase) *multiplies* the user's weight there, and both factors are reported.
+``<lora:name:0.8>`` are not text and are dropped. compel's ``(text)1.3`` (a number right after the
+closing bracket) is read too, as weight 1.3. Not read (taken as text): compel's ``word+`` /
+``word--``, A1111's prompt editing ``[a:b:0.5]`` and alternation ``[a|b]``. A weight must be
+positive.
+
+The parsers keep the raw prompt's offsets (they blank the markup), so the defect spans index the
+raw prompt; the emphasis (``1 + w`` on each defective phrase) *multiplies* the user's weight there,
+and both factors are reported.
 
 Pure Python: no torch.
 """
@@ -28,6 +33,7 @@ _TOKEN = re.compile(
     r"\\[\\()\[\]]"  # an escaped bracket or backslash: literal
     r"|<[A-Za-z_]+:[^<>]*>"  # an extra-network tag (<lora:...>): not text
     r"|:\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*\)"  # ":1.3)" closes a weighted round bracket
+    r"|\)((?:\d+(?:\.\d*)?|\.\d+)(?![\w.]))"  # compel: ")1.3" closes with weight 1.3
     r"|[()\[\]]"
     r"|[^\\()\[\]:<]+|[\\:<]",
 )
@@ -73,9 +79,15 @@ def user_weights(prompt: str, syntax: str = "a1111") -> list[tuple[int, float]]:
             out.append([m.start() + 1, 1.0])
         elif tok.startswith("<") and len(tok) > 1:
             continue
-        elif m.group(1) is not None:  # ":1.3)"
+        elif m.group(1) is not None or m.group(2) is not None:  # ":1.3)" or ")1.3"
             if round_open:
-                scale(round_open.pop(), float(m.group(1)))
+                weight = float(m.group(1) if m.group(1) is not None else m.group(2))
+                if not weight > 0:
+                    raise InputError(
+                        f"prompt weight {tok.strip()!r} must be > 0; write [text] or a weight "
+                        "below 1 to weaken a part of the prompt"
+                    )
+                scale(round_open.pop(), weight)
             else:  # no bracket to close: literal text
                 out.extend([i, 1.0] for i in range(m.start(), m.end()))
         elif tok == "(":
@@ -160,5 +172,5 @@ def weight_report(fragments: Sequence[WeightedFragment]) -> list[dict[str, objec
     return [
         {"text": f.text.strip(), "weight": f.weight, "user": f.user, "emphasis": f.emphasis}
         for f in fragments
-        if f.weight != 1.0 and f.text.strip()
+        if (f.weight != 1.0 or f.user != 1.0 or f.emphasis != 1.0) and f.text.strip()
     ]
