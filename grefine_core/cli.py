@@ -105,8 +105,9 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-resume",
         action="store_true",
-        help="recompute every item (default: skip items whose DIR/<stem>.json was written in "
-        "this mode for the same prompt)",
+        help="recompute every item (default: skip an item only when its DIR/<stem>.json holds "
+        "the same run fingerprint: input sha256, prompt, seed, mode, preset, every setting, "
+        "plugins, versions, models; and every file it vouches for matches its sha256)",
     )
     _global_options(p, top=False)
 

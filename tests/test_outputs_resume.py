@@ -248,3 +248,31 @@ def test_a_crash_at_any_publishing_step_never_counts_a_half_item(image, tmp_path
     assert ok, why
     assert not [p for p in out.iterdir() if p.name.startswith(".grefine-stage.")]
     assert sorted(p.name for p in out.iterdir()) == ["cat.json", "cat.png", "cat_maps"]
+
+
+def test_a_changed_plugin_setting_reruns(image, tmp_path, caplog):
+    out = tmp_path / "out"
+    assert status(pipe(), image, out) == "done"
+    cfg = fake_config()
+    cfg.plugins = {**cfg.plugins, "mask_paper": {**cfg.plugins["mask_paper"], "dilate_px": 1}}
+    caplog.set_level("WARNING")
+    changed = GRefine(cfg, extra_plugins=fake_plugins())
+    assert status(changed, image, out) == "done"
+    assert "config.plugins.mask_paper.dilate_px 2 -> 1" in caplog.text
+
+
+def test_a_bad_weights_pickle_is_one_line_without_unsafe_advice(tmp_path):
+    torch = pytest.importorskip("torch")
+    from grefine_clip.model import SurgeryCLIP
+
+    from grefine_core.errors import InputError
+
+    import datetime
+
+    path = tmp_path / "bad.pt"
+    torch.save({"visual.proj": datetime.date(2020, 1, 1)}, path)  # not a tensor: unsafe to load
+    with pytest.raises(InputError) as e:
+        SurgeryCLIP.from_pretrained(str(path))
+    message = str(e.value)
+    assert "\n" not in message and "weights_only=False" not in message
+    assert "refuses" in message and str(path) in message
