@@ -127,6 +127,12 @@ def run_cli(capsys, *argv):
     return code, err
 
 
+def refine_one(capsys, tmp_path, image, *extra):
+    """``grefine refine IMAGE --prompt "a cat" --out tmp/o EXTRA...`` with the fake plugins."""
+    argv = ["refine", *FAKES, str(image), "--prompt", "a cat", "--out", str(tmp_path / "o")]
+    return run_cli(capsys, *argv, *extra)
+
+
 def test_csv_field_over_the_limit_names_file_and_line(fakes, tmp_path, capsys):
     img = tmp_path / "x.png"
     make_test_image().save(img)
@@ -153,18 +159,7 @@ def test_a_csv_row_without_a_prompt_is_refused_like_an_empty_prompt(fakes, tmp_p
 def test_the_seed_range_is_checked_up_front(fakes, tmp_path, capsys, seed):
     img = tmp_path / "x.png"
     make_test_image().save(img)
-    code, err = run_cli(
-        capsys,
-        "refine",
-        *FAKES,
-        str(img),
-        "--prompt",
-        "a cat",
-        "--seed",
-        seed,
-        "--out",
-        str(tmp_path / "o"),
-    )
+    code, err = refine_one(capsys, tmp_path, img, "--seed", seed)
     assert code == 2 and "--seed: seed must be between 0 and 9223372036854775807" in err
     assert not (tmp_path / "o").exists()
 
@@ -172,45 +167,24 @@ def test_the_seed_range_is_checked_up_front(fakes, tmp_path, capsys, seed):
 def test_a_symlink_loop_is_named_as_such(fakes, tmp_path, capsys):
     loop = tmp_path / "loop.png"
     os.symlink(loop, loop)
-    code, err = run_cli(
-        capsys, "refine", *FAKES, str(loop), "--prompt", "a cat", "--out", str(tmp_path / "o")
-    )
+    code, err = refine_one(capsys, tmp_path, loop)
     assert code == 2 and "is a symbolic link that loops" in err
     dangling = tmp_path / "dangling.png"
     os.symlink(tmp_path / "gone.png", dangling)
-    code, err = run_cli(
-        capsys, "refine", *FAKES, str(dangling), "--prompt", "a cat", "--out", str(tmp_path / "o")
-    )
+    code, err = refine_one(capsys, tmp_path, dangling)
     assert code == 2 and "which does not exist" in err
 
 
 def test_settings_errors_and_failed_items_take_one_line_each(fakes, tmp_path, capsys):
     img = tmp_path / "x.png"
     make_test_image().save(img)
-    code, err = run_cli(
-        capsys,
-        "refine",
-        *FAKES,
-        str(img),
-        "--prompt",
-        "a cat",
-        "--set",
-        "plugins.mask_paper.tau=7",
-        "--set",
-        "plugins.mask_paper.dilate_px=-1",
-        "--out",
-        str(tmp_path / "o"),
-    )
+    bad_settings = ["--set", "plugins.mask_paper.tau=7", "--set", "plugins.mask_paper.dilate_px=-1"]
+    code, err = refine_one(capsys, tmp_path, img, *bad_settings)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "tau" in err and "dilate_px" in err
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    code, err = run_cli(
-        capsys, "refine", *FAKES, str(bad), "--prompt", "a cat", "--out", str(tmp_path / "o")
-    )
+    code, err = refine_one(capsys, tmp_path, bad)
     assert code == 2
-    assert [
-        line for line in err.splitlines() if "bad.png" in line and "not a readable image" in line
-    ] == [next(line for line in err.splitlines() if "bad.png" in line)]
     assert sum("not a readable image" in line for line in err.splitlines()) == 1  # printed once
 
 
@@ -220,19 +194,7 @@ def test_cuda_without_a_gpu_is_found_at_start(fakes, tmp_path, capsys):
         pytest.skip("this machine has a GPU")
     img = tmp_path / "x.png"
     make_test_image().save(img)
-    code, err = run_cli(
-        capsys,
-        "refine",
-        *FAKES,
-        str(img),
-        str(img),
-        "--prompt",
-        "a cat",
-        "--device",
-        "cuda",
-        "--out",
-        str(tmp_path / "o"),
-    )
+    code, err = refine_one(capsys, tmp_path, img, "--device", "cuda")
     assert code == 2 and "--device cuda: torch sees no CUDA GPU" in err
     assert "FAILED" not in err and not (tmp_path / "o").exists()
 

@@ -263,11 +263,11 @@ def test_a_changed_plugin_setting_reruns(image, tmp_path, caplog):
 
 def test_a_bad_weights_pickle_is_one_line_without_unsafe_advice(tmp_path):
     torch = pytest.importorskip("torch")
+    import datetime
+
     from grefine_clip.model import SurgeryCLIP
 
     from grefine_core.errors import InputError
-
-    import datetime
 
     path = tmp_path / "bad.pt"
     torch.save({"visual.proj": datetime.date(2020, 1, 1)}, path)  # not a tensor: unsafe to load
