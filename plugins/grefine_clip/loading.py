@@ -305,6 +305,9 @@ def open_clip_model(name: str, pretrained: str, cache_dir: str | None = None) ->
         raise MissingWeightsError(
             _missing_weights_message(name, pretrained, cache_dir, "not cached")
         )
+    # open_clip logs its own ERROR on the root logger before raising; our message says more.
+    quiet = _DropOpenClipErrors()
+    logging.getLogger().addFilter(quiet)
     try:
         model = open_clip.create_model(
             name,
@@ -314,11 +317,18 @@ def open_clip_model(name: str, pretrained: str, cache_dir: str | None = None) ->
             require_pretrained=bool(pretrained),
         )
     except Exception as e:  # noqa: BLE001 - network/hub/file errors all mean "weights not here"
-        reason = f"{type(e).__name__}: {str(e)[:200]}"
+        reason = reason_of(e)[:200]
         raise MissingWeightsError(
             _missing_weights_message(name, pretrained, cache_dir, reason)
         ) from None
+    finally:
+        logging.getLogger().removeFilter(quiet)
     return model.float().eval()
+
+
+class _DropOpenClipErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("open_clip" in record.pathname and record.levelno >= logging.ERROR)
 
 
 def _missing_weights_message(name: str, pretrained: str, cache_dir: str | None, reason: str) -> str:
