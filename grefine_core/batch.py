@@ -113,10 +113,13 @@ def run_batch(
     check_not_overwriting_inputs(items, out)
     existed = out.exists()
     with output_lock(out):
-        clean_stale_staging(out)
+        clean_stale_staging(out, [i.name for i in items])
         report = _run_all(pipeline, items, out, mode, resume, keep_results, on_item, base_seed)
-    if not existed and not any(out.iterdir()):
-        out.rmdir()  # a run that wrote nothing leaves no empty folder behind
+    try:
+        if not existed and not any(out.iterdir()):
+            out.rmdir()  # a run that wrote nothing leaves no empty folder behind
+    except OSError:
+        pass  # another run has just started writing there: its folder now
     return report
 
 

@@ -283,6 +283,8 @@ def _items(args: argparse.Namespace):
     from grefine_core.manifest import read_manifest
 
     from_metadata = getattr(args, "prompt_from_metadata", False)
+    if from_metadata and getattr(args, "prompt", None) is not None:
+        raise UsageError("give either --prompt or --prompt-from-metadata, not both")
     if getattr(args, "prompt_file", None):
         if args.images:
             raise UsageError(
@@ -309,6 +311,15 @@ def _items(args: argparse.Namespace):
     return fill_prompts(items, from_metadata=True, sidecars=True)
 
 
+def _check_config_seed(seed: int) -> None:
+    from grefine_core.pipeline import check_seed
+
+    try:
+        check_seed(seed)
+    except UsageError as e:
+        raise UsageError(f"seed = {seed} (from --set, --config or GREFINE_SEED): {e}") from None
+
+
 def _check_device(device: str) -> None:
     """Fail at start, not per item, when CUDA is asked for and torch sees no GPU."""
     if device != "cuda":
@@ -328,6 +339,7 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
 
     items = _items(args)
     cfg = _config(args)
+    _check_config_seed(cfg.seed)
     _check_device(cfg.device)
     observer = StageProgressObserver(enabled=not args.quiet)
     pipeline = GRefine(cfg, observers=[observer])
@@ -437,7 +449,10 @@ def cmd_delegate(module: str, rest: list[str]) -> int:
 def one_line(message: str | None) -> str:
     """A message on one line: its lines joined with "; " (the CLI never prints a block)."""
     lines = [line.strip() for line in str(message or "").splitlines() if line.strip()]
-    return "; ".join(lines)
+    out = ""
+    for line in lines:
+        out += line if not out else (" " if out.endswith(":") else "; ") + line
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,13 @@ class OutputError(GRefineError):
     """The output could not be written (directory not writable, disk full)."""
 
 
+class OutputInTheWayError(OutputError):
+    """An output path holds something grefine did not write, or another run holds the folder:
+    the user chooses (move it, wait, another ``--out``), so it counts as bad usage."""
+
+    exit_code = 2
+
+
 def reason_of(error: BaseException) -> str:
     """A one-line reason for a library's exception: its type and first line.
 

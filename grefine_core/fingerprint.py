@@ -15,7 +15,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,22 @@ if TYPE_CHECKING:
     from grefine_core.pipeline import GRefine
 
 #: Libraries whose version is part of the fingerprint (read from package metadata; no import).
-LIBRARIES = ("grefine", "torch", "diffusers", "transformers", "open_clip_torch", "compel", "numpy")
+LIBRARIES = (
+    "grefine",
+    "torch",
+    "diffusers",
+    "transformers",
+    "open_clip_torch",
+    "compel",
+    "numpy",
+    "scipy",
+    "pillow",
+    "nltk",
+    "textblob",
+    "spacy",
+    "onnxruntime",
+    "onnxruntime-gpu",
+)
 #: Top-level settings that do not change what an item's outputs are.
 _NOT_SHAPING = ("description", "notice", "strict_plugins")
 #: Hub ids look like ``org/name``.
@@ -96,9 +112,29 @@ def local_identity(path: Path) -> dict[str, Any]:
             total += st.st_size
             latest = max(latest, int(st.st_mtime))
             count += 1
-            if count >= _MAX_FILES:
-                break
+        if count >= _MAX_FILES:
+            break
     return {"path": str(path.resolve()), "bytes": total, "mtime": latest, "files": count}
+
+
+def code_identity(modules: Sequence[Any]) -> str:
+    """A digest of the size and modification time of every ``.py`` file of the packages the
+    ``modules`` belong to: a code edit (an editable install) changes it; nothing is read."""
+    roots = set()
+    for module in modules:
+        file = getattr(module, "__file__", None)
+        if file:
+            path = Path(file).resolve().parent
+            roots.add(path)
+    h = hashlib.sha256()
+    for root in sorted(roots):
+        for p in sorted(root.rglob("*.py")):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
 
 
 def model_identifiers(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -108,6 +144,8 @@ def model_identifiers(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     for section, values in sorted(sections.items()):
         for key, value in sorted(values.items()):
             if not isinstance(value, str) or not value.strip() or "\n" in value:
+                continue
+            if "cache" in key:  # caches are written by runs: not what shapes the output
                 continue
             path = Path(os.path.expanduser(value))
             try:
@@ -172,38 +210,67 @@ def _diff(old: Any, new: Any, where: str, found: list[str]) -> None:
 
 
 def resolved_config(pipeline: GRefine) -> dict[str, Any]:
-    """The configuration as it shapes outputs: every top-level setting except free text, and
-    each loaded plugin's section validated (defaults filled in)."""
+    """The configuration as it shapes outputs: every top-level setting except free text, and the
+    sections of the plugins in the slots, validated (defaults filled in); sections of plugins in
+    no slot (evaluation, other backends) are left out."""
+    from grefine_core.types import SLOTS
+
     data = pipeline.config.model_dump(mode="json")
     for key in _NOT_SHAPING:
         data.pop(key, None)
+    used: set[str] = set()
+    for slot in SLOTS:
+        name = pipeline.slot_plugin(slot)
+        if name is not None:
+            used |= pipeline.host.sections_by_plugin.get(name, set())
     data["plugins"] = {
         section: model.model_dump(mode="json")
         for section, model in sorted(pipeline.plugin_settings.items())
+        if section in used
     }
     return data
 
 
-def run_fingerprint(
-    pipeline: GRefine, image: Any, prompt: str, seed: int, mode: str
-) -> Fingerprint:
-    """The fingerprint of running ``image`` + ``prompt`` through ``pipeline`` (see the module)."""
+def static_parts(pipeline: GRefine) -> dict[str, Any]:
+    """The parts that do not depend on the item: computed once per pipeline."""
     from grefine_core.types import SLOTS
 
     config = resolved_config(pipeline)
-    plugins = {}
+    plugins: dict[str, Any] = {}
+    modules = [sys.modules[__name__]]
     for slot in SLOTS:
         name = pipeline.slot_plugin(slot)
         plugins[slot] = None if name is None else [name, pipeline.host.plugin_version(name)]
+        if name is not None:
+            obj = pipeline.host.pm.get_plugin(name)
+            module = sys.modules.get(getattr(obj, "__module__", "") or "") or obj
+            modules.append(module)
+    return {
+        "preset": pipeline.config.preset,
+        "config": config,
+        "plugins": plugins,
+        "versions": {**library_versions(), "code": code_identity(modules)},
+        "models": model_identifiers(config["plugins"]),
+    }
+
+
+def run_fingerprint(
+    pipeline: GRefine,
+    image: Any,
+    prompt: str,
+    seed: int,
+    mode: str,
+    static: dict[str, Any] | None = None,
+) -> Fingerprint:
+    """The fingerprint of running ``image`` + ``prompt`` through ``pipeline`` (see the module).
+
+    :param static: :func:`static_parts` of the pipeline when already computed.
+    """
     parts = {
         "input": input_identity(image),
         "prompt": prompt,
         "seed": int(seed),
         "mode": mode,
-        "preset": pipeline.config.preset,
-        "config": config,
-        "plugins": plugins,
-        "versions": library_versions(),
-        "models": model_identifiers(config["plugins"]),
+        **(static if static is not None else static_parts(pipeline)),
     }
     return Fingerprint(parts)

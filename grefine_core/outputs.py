@@ -21,17 +21,18 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from grefine_core.atomic import ensure_writable_dir
-from grefine_core.errors import OutputError
+from grefine_core.errors import OutputError, OutputInTheWayError
 from grefine_core.fingerprint import Fingerprint, sha256_file
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,15 @@ def read_report(path: Path) -> dict[str, Any] | None:
     if isinstance(data, dict) and ("fingerprint" in data or {"item", "trace"} <= set(data)):
         return data
     return None
+
+
+def _vouched(out: Path, path: Path, report: dict[str, Any] | None) -> bool:
+    """True when ``report`` lists ``path`` with its current sha256."""
+    digest = (report or {}).get("files", {}).get(path.relative_to(out).as_posix())
+    try:
+        return digest is not None and sha256_file(path) == digest
+    except OSError:
+        return False
 
 
 def _png_is_ours(path: Path) -> bool:
@@ -124,25 +134,26 @@ def check_replaceable(out: Path, stem: str) -> None:
     """
     paths = item_paths(out, stem)
     report = read_report(paths["json"]) if paths["json"].exists() else None
-    siblings_ours = _png_is_ours(paths["image"]) or (paths["maps"] / MAPS_MARKER).is_file()
-    if paths["json"].exists() and report is None and not siblings_ours:
-        raise OutputError(
+    if paths["json"].exists() and report is None:
+        raise OutputInTheWayError(
             f"refusing to replace {str(paths['json'])!r}: it is not a grefine report; move it "
             "away or choose another --out folder"
         )
     image = paths["image"]
-    if image.exists() and report is None and not _png_is_ours(image):
-        raise OutputError(
+    if image.exists() and not (_png_is_ours(image) or _vouched(out, image, report)):
+        raise OutputInTheWayError(
             f"refusing to replace {str(image)!r}: grefine did not write it; move it away or "
             "choose another --out folder"
         )
     maps = paths["maps"]
     if maps.exists() or maps.is_symlink():
         if maps.is_symlink() or not maps.is_dir():
-            raise OutputError(f"refusing to replace {str(maps)!r}: it is not a plain folder")
+            raise OutputInTheWayError(
+                f"refusing to replace {str(maps)!r}: it is not a plain folder"
+            )
         foreign = _foreign_in_maps(maps, report)
         if foreign:
-            raise OutputError(
+            raise OutputInTheWayError(
                 f"refusing to replace {str(maps)!r}: it holds {foreign[0]!r}, which grefine did "
                 "not write; move it away or choose another --out folder"
             )
@@ -231,9 +242,9 @@ def publish_item(
         text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False)
         (stage / "report.json").write_text(text, encoding="utf-8")
         crash_point("staged")
+        if final["maps"].exists():  # ours (checked above): goes with the staging folder
+            os.replace(final["maps"], stage / "previous_maps")
         if write_maps is not None:
-            if final["maps"].exists():
-                os.replace(final["maps"], stage / "previous_maps")  # ours (checked), deleted below
             os.replace(stage / "maps", final["maps"])
         crash_point("maps")
         os.replace(stage / "image.png", final["image"])
@@ -261,23 +272,40 @@ def _reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def clean_stale_staging(out: Path) -> list[Path]:
+_LEGACY_STAGE = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkdtemp's names
+
+
+def _legacy_stage(p: Path, stems: set[str]) -> bool:
+    """A staging folder of a grefine before the marker: ``.<stem>.<8 random>.tmp`` of an item of
+    this batch, holding nothing but ``image.png``, ``report.json`` and ``maps/`` of .npy/.png."""
+    m = _LEGACY_STAGE.match(p.name)
+    if m is None or m.group("stem") not in stems:
+        return False
+    entries = {c.name: c for c in p.iterdir()}
+    if not entries or not set(entries) <= {"image.png", "report.json", "maps"}:
+        return False
+    maps = entries.get("maps")
+    if maps is not None:
+        if not maps.is_dir() or any(
+            c.is_dir() or not c.name.endswith((".npy", ".png")) for c in maps.iterdir()
+        ):
+            return False
+    return all(entries[n].is_file() for n in ("image.png", "report.json") if n in entries)
+
+
+def clean_stale_staging(out: Path, stems: Sequence[str] = ()) -> list[Path]:
     """Remove staging folders that grefine left behind (a crash): ours carry the marker file;
-    older grefine versions used ``.<stem>.<random>.tmp`` holding only image.png, report.json and
-    maps. Call it while holding the folder's lock. Returns what was removed."""
+    those of older grefine versions are recognised by name (``.<stem>.<random>.tmp`` for a
+    ``stem`` of this batch) and content. Call it while holding the folder's lock."""
     removed = []
     if not out.is_dir():
         return removed
+    known = set(stems)
     for p in out.iterdir():
-        if not p.is_dir() or not p.name.startswith("."):
+        if not p.is_dir() or p.is_symlink() or not p.name.startswith("."):
             continue
         ours = p.name.startswith(STAGE_PREFIX) and (p / STAGE_MARKER).is_file()
-        legacy = p.name.endswith(".tmp") and {c.name for c in p.iterdir()} <= {
-            "image.png",
-            "report.json",
-            "maps",
-        }
-        if ours or legacy:
+        if ours or _legacy_stage(p, known):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     if removed:
@@ -315,7 +343,7 @@ def output_lock(out: Path) -> Iterator[None]:
     with _held_lock:
         if key in _held:  # another thread of this process holds it
             fh.close()
-            raise OutputError(
+            raise OutputInTheWayError(
                 f"output folder {str(out)!r} is being written by another grefine (process "
                 f"{os.getpid()}, another thread); wait for it or choose another --out folder"
             )
@@ -342,14 +370,18 @@ def _lock_file(path: Path, out: Path) -> Any:
     import fcntl
 
     for _ in range(10):
-        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until released
+        try:
+            fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until released
+        except FileNotFoundError:  # the folder was just removed by a run that wrote nothing
+            ensure_writable_dir(out)
+            continue
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             fh.seek(0)
             pid = fh.read().strip() or "unknown"
             fh.close()
-            raise OutputError(
+            raise OutputInTheWayError(
                 f"output folder {str(out)!r} is being written by another grefine (process "
                 f"{pid}, lock file {str(path)!r}); wait for it to finish or choose another --out "
                 "folder"

@@ -65,6 +65,7 @@ class GRefine:
         self.plugin_settings = self._validate_plugin_settings()
         self.models = models if models is not None else ModelCache()
         self._current: RunContext | None = None
+        self._fingerprint_static: dict[str, Any] | None = None
         self._slots = {slot: self._resolve_slot(slot) for slot in SLOTS}
         self.host.hook.grefine_configure.call_historic(kwargs={"config": self.config})
         for notice in self.notices():
@@ -147,10 +148,12 @@ class GRefine:
     ) -> Fingerprint:
         """Everything that shapes the output of this run (:mod:`grefine_core.fingerprint`),
         computed without loading any model."""
-        from grefine_core.fingerprint import run_fingerprint
+        from grefine_core.fingerprint import run_fingerprint, static_parts
 
+        if self._fingerprint_static is None:  # the item-independent parts, once per pipeline
+            self._fingerprint_static = static_parts(self)
         run_seed = self.config.seed if seed is None else int(seed)
-        return run_fingerprint(self, image, prompt, run_seed, mode)
+        return run_fingerprint(self, image, prompt, run_seed, mode, self._fingerprint_static)
 
     def refine_many(
         self,

@@ -112,6 +112,8 @@ class PluginHost:
         self.infos: dict[str, PluginInfo] = {}
         #: ``{section: plugin}``, filled by :meth:`settings_models`.
         self.settings_owners: dict[str, str] = {}
+        #: ``{plugin: sections it declares}`` (filled by :meth:`settings_models`).
+        self.sections_by_plugin: dict[str, set[str]] = {}
         extras = {**_EXTRA_PLUGINS, **(extra_plugins or {})}
         eps = _entry_points()
         self.known = sorted({ep.name for ep in eps} | set(extras))
@@ -219,6 +221,7 @@ class PluginHost:
 
         models: dict[str, type] = {}
         owners: dict[str, str] = {}
+        by_plugin: dict[str, set[str]] = {}
         for impl in self.pm.hook.grefine_settings_models.get_hookimpls():
             try:
                 declared = impl.function() or {}
@@ -249,7 +252,9 @@ class PluginHost:
                     )
                 models[section] = model
                 owners.setdefault(section, impl.plugin_name)
+                by_plugin.setdefault(impl.plugin_name, set()).add(section)
         self.settings_owners = owners
+        self.sections_by_plugin = by_plugin
         return models
 
     def report(self) -> list[PluginInfo]:

@@ -509,9 +509,10 @@ def test_resume_needs_a_report_of_the_same_mode_and_prompt(tmp_path):
     assert json.loads((out / "cat.json").read_text())["refined"] is True
     assert pipe.refine_many([(img, PROMPT)], out).outcomes[0].status == "resumed"
     assert pipe.refine_many([(img, "another prompt")], out).outcomes[0].status == "done"
-    (out / "cat.json").write_text("{truncated")
-    assert pipe.refine_many([(img, "another prompt")], out).outcomes[0].status == "done"
-    assert pipe.refine_many([(img, "another prompt")], out).outcomes[0].status == "resumed"
+    (out / "cat.json").write_text("{truncated")  # not a report grefine wrote: never replaced
+    outcome = pipe.refine_many([(img, "another prompt")], out).outcomes[0]
+    assert outcome.status == "failed" and "is not a grefine report" in outcome.error
+    assert (out / "cat.json").read_text() == "{truncated"
 
 
 def test_pipelines_can_share_one_model_cache():

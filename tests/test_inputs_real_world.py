@@ -218,3 +218,41 @@ def test_disk_full_says_so(monkeypatch, tmp_path):
 
     with pytest.raises(OutputError, match="the disk is full"):
         publish_item(tmp_path, "x", pil_short_write, None, {})
+
+
+def test_prompt_and_prompt_from_metadata_together_are_refused(fakes, tmp_path, capsys):
+    src = png_with(tmp_path / "a.png", parameters=A1111)
+    code, err = refine_one(capsys, tmp_path, src, "--prompt-from-metadata")
+    assert code == 2 and "either --prompt or --prompt-from-metadata" in err
+
+
+def test_a_seed_from_set_is_checked_before_anything_runs(fakes, tmp_path, capsys):
+    img = tmp_path / "x.png"
+    make_test_image().save(img)
+    code, err = refine_one(capsys, tmp_path, img, "--set", "seed=-1")
+    assert code == 2 and "seed = -1 (from --set, --config or GREFINE_SEED)" in err
+    assert "NOTE" not in err
+
+
+def test_cached_clip_weights_load_from_their_file(tmp_path, monkeypatch):
+    import grefine_clip.loading as loading
+    import open_clip
+
+    repo = tmp_path / "models--timm--vit_base_patch16_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("c0ffee")
+    snap = repo / "snapshots" / "c0ffee"
+    snap.mkdir(parents=True)
+    (snap / "open_clip_model.safetensors").write_bytes(b"weights")
+    found = loading.cached_weights("ViT-B-16-quickgelu", "openai", str(tmp_path))
+    assert found == str(snap / "open_clip_model.safetensors")
+    seen = {}
+
+    def fake_create(name, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(open_clip, "create_model", fake_create)
+    with pytest.raises(Exception):  # noqa: B017 - the stand-in stops the load
+        loading.open_clip_model("ViT-B-16-quickgelu", "openai", str(tmp_path))
+    assert seen["pretrained"] == found and seen["force_quick_gelu"] is True  # no hub request

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from grefine_core.errors import OutputError
 from grefine_core.outputs import CRASH_STEPS, STAGE_PREFIX, output_lock, verify_item
@@ -67,9 +68,48 @@ def test_resume_reruns_when_a_vouched_file_was_changed_or_removed(image, tmp_pat
     caplog.set_level("WARNING")
     assert status(p, image, out) == "done"
     assert "cat_maps/overview.png is missing" in caplog.text
-    Image.new("RGB", (4, 4)).save(out / "cat.png", pnginfo=None)
-    assert status(p, image, out) in ("done",)  # the image no longer matches its hash
+    marked = Image.open(out / "cat.png")
+    info = PngInfo()
+    info.add_text("grefine", marked.text["grefine"])
+    Image.new("RGB", marked.size).save(out / "cat.png", pnginfo=info)  # ours, other pixels
+    assert status(p, image, out) == "done"  # the image no longer matches its hash
     assert status(p, image, out) == "resumed"
+
+
+def test_a_plain_image_in_place_of_ours_is_refused_even_beside_our_report(image, tmp_path):
+    out = tmp_path / "out"
+    p = pipe()
+    status(p, image, out)
+    Image.new("RGB", (4, 4)).save(out / "cat.png")  # the user's own picture, no grefine chunk
+    outcome = p.refine_many([(image, PROMPT)], out, resume=False).outcomes[0]
+    assert outcome.status == "failed" and "refusing to replace" in outcome.error
+    assert Image.open(out / "cat.png").size == (4, 4)
+
+
+def test_no_maps_after_maps_removes_the_old_maps(image, tmp_path):
+    out = tmp_path / "out"
+    status(pipe(), image, out)
+    assert (out / "cat_maps").is_dir()
+    cfg = fake_config()
+    cfg.output.save_maps = False
+    assert status(GRefine(cfg, extra_plugins=fake_plugins()), image, out) == "done"
+    assert not (out / "cat_maps").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["cat.json", "cat.png"]
+
+
+def test_settings_of_plugins_in_no_slot_and_caches_do_not_rerun(image, tmp_path):
+    out = tmp_path / "out"
+    assert status(pipe(), image, out) == "done"
+    cfg = fake_config()
+    cfg.plugins = {**cfg.plugins, "metrics": {"device": "cuda"}}  # evaluation only
+    assert status(GRefine(cfg, extra_plugins=fake_plugins()), image, out) == "resumed"
+    from grefine_core.fingerprint import model_identifiers
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert model_identifiers({"clip": {"cache_dir": str(cache), "model": str(cache)}}) == {
+        "clip.model": model_identifiers({"x": {"model": str(cache)}})["x.model"]
+    }
 
 
 def test_a_report_from_an_older_grefine_is_not_trusted(image, tmp_path):
@@ -125,14 +165,28 @@ def test_a_file_added_to_a_maps_folder_is_kept(image, tmp_path):
     assert (out / "cat_maps" / "notes.txt").read_text() == "mine"
 
 
+def test_a_users_hidden_tmp_folder_is_not_taken_for_a_staging_folder(image, tmp_path):
+    out = tmp_path / "out"
+    backup = out / ".backup.tmp" / "maps"
+    backup.mkdir(parents=True)
+    (backup / "important.npy").write_bytes(b"mine")
+    similar = out / ".cat.abcd1234.tmp" / "maps"  # a legacy name, but not only .npy/.png inside
+    similar.mkdir(parents=True)
+    (similar / "notes.txt").write_text("mine")
+    status(pipe(), image, out)
+    assert (backup / "important.npy").read_bytes() == b"mine"
+    assert (similar / "notes.txt").read_text() == "mine"
+
+
 def test_stale_staging_folders_are_cleaned_at_start(image, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     ours = out / f"{STAGE_PREFIX}cat.abc123"
     ours.mkdir()
     (ours / ".grefine-staging").write_text("123")
-    legacy = out / ".k1.x7y8z9.tmp"
+    legacy = out / ".cat.x7y8z9ab.tmp"  # an older grefine's staging folder of this item
     (legacy / "maps").mkdir(parents=True)
+    (legacy / "maps" / "pq_map.npy").write_bytes(b"x")
     (legacy / "image.png").write_bytes(b"x")
     foreign = out / ".cache"
     foreign.mkdir()
@@ -175,25 +229,23 @@ def test_a_second_writer_is_refused_with_the_holders_pid(image, tmp_path):
     assert status(pipe(), image, out) == "done"  # released when the holder died
 
 
-def test_concurrent_writers_in_threads_never_interleave(image, tmp_path):
+def test_a_writer_in_another_thread_is_refused(image, tmp_path):
     out = tmp_path / "out"
-    results: list[str] = []
+    seen: list[str] = []
 
     def run():
         try:
-            results.append(status(pipe(), image, out, resume=False))
+            seen.append(status(pipe(), image, out))
         except OutputError as e:
-            results.append(f"refused: {e}")
+            seen.append(f"refused: {e} (exit {e.exit_code})")
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
+    with output_lock(out):  # this thread holds the folder for the whole time
+        t = threading.Thread(target=run)
         t.start()
-    for t in threads:
         t.join()
-    assert results.count("done") >= 1
-    assert all(r == "done" or "being written by another grefine" in r for r in results)
-    ok, why = verify_item(out, "cat", pipe().fingerprint(image, PROMPT, 0, "refine"))
-    assert ok, why
+    assert len(seen) == 1 and "being written by another grefine" in seen[0]
+    assert seen[0].endswith("(exit 2)")
+    assert status(pipe(), image, out) == "done"  # released
 
 
 def test_the_lock_is_reentrant_in_one_thread(tmp_path):
@@ -250,15 +302,29 @@ def test_a_crash_at_any_publishing_step_never_counts_a_half_item(image, tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["cat.json", "cat.png", "cat_maps"]
 
 
-def test_a_changed_plugin_setting_reruns(image, tmp_path, caplog):
+def test_a_changed_setting_reruns(image, tmp_path, caplog):
     out = tmp_path / "out"
     assert status(pipe(), image, out) == "done"
     cfg = fake_config()
-    cfg.plugins = {**cfg.plugins, "mask_paper": {**cfg.plugins["mask_paper"], "dilate_px": 1}}
+    cfg.hq_skip.p_bound = 0.5
     caplog.set_level("WARNING")
-    changed = GRefine(cfg, extra_plugins=fake_plugins())
-    assert status(changed, image, out) == "done"
-    assert "config.plugins.mask_paper.dilate_px 2 -> 1" in caplog.text
+    assert status(GRefine(cfg, extra_plugins=fake_plugins()), image, out) == "done"
+    assert "config.hq_skip.p_bound 0.95 -> 0.5" in caplog.text
+
+
+def test_the_sections_of_the_plugins_in_the_slots_are_in_the_fingerprint(image):
+    from grefine_core.config import load_config
+
+    def fingerprint(**overrides):
+        g = GRefine(load_config(preset="tiny", overrides=overrides, environ={}))
+        return g.fingerprint(image, PROMPT, 0, "refine")
+
+    base = fingerprint()
+    assert base.parts["config"]["plugins"]["nltk"]["tagger_resolved"] in ("perceptron", "pattern")
+    assert "metrics" not in base.parts["config"]["plugins"]  # evaluation: in no slot
+    steps = fingerprint(plugins={"sdxl": {"steps": 2}})
+    assert steps.changes(base) == ["config.plugins.sdxl.steps 4 -> 2"]
+    assert fingerprint().digest == base.digest  # stable between identical pipelines
 
 
 def test_a_bad_weights_pickle_is_one_line_without_unsafe_advice(tmp_path):

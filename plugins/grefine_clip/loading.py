@@ -308,10 +308,16 @@ def open_clip_model(name: str, pretrained: str, cache_dir: str | None = None) ->
     # open_clip logs its own ERROR on the root logger before raising; our message says more.
     quiet = _DropOpenClipErrors()
     logging.getLogger().addFilter(quiet)
+    # Cached weights load from their file: open_clip would otherwise ask the hub first.
+    cached = None if is_file or not pretrained else cached_weights(name, pretrained, cache_dir)
+    if is_file:
+        source: str | None = str(Path(pretrained).expanduser())
+    else:
+        source = cached or pretrained or None
     try:
         model = open_clip.create_model(
             name,
-            pretrained=str(Path(pretrained).expanduser()) if is_file else (pretrained or None),
+            pretrained=source,
             force_quick_gelu=pretrained == "openai",
             cache_dir=cache_dir or None,
             require_pretrained=bool(pretrained),
@@ -353,15 +359,15 @@ def _hub_offline() -> bool:
         return False
 
 
-def _weights_reachable(name: str, pretrained: str, cache_dir: str | None) -> bool:
-    """False when the Hugging Face hub is offline and the tag's weights are not in its cache
-    (so a missing download fails at once instead of after building the model)."""
+def cached_weights(name: str, pretrained: str, cache_dir: str | None) -> str | None:
+    """The local Hugging Face cache's copy of an open_clip tag's weights, found without the
+    network (``None`` when the tag has no hub file or it is not cached)."""
     from open_clip.pretrained import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name, pretrained) or {}
     hub = cfg.get("hf_hub", "")
-    if not hub or not _hub_offline():
-        return True
+    if not hub:
+        return None
     from huggingface_hub import try_to_load_from_cache
 
     # open_clip's convention: "org/model/" (default file name) or "org/model/file".
@@ -372,7 +378,19 @@ def _weights_reachable(name: str, pretrained: str, cache_dir: str | None) -> boo
         candidates.insert(0, "open_clip_model.safetensors")
     elif filename.endswith((".bin", ".pth")):
         candidates.insert(0, filename[:-4] + ".safetensors")
-    return any(
-        isinstance(try_to_load_from_cache(repo, f, cache_dir=cache_dir or None), str)
-        for f in candidates
-    )
+    for f in candidates:
+        found = try_to_load_from_cache(repo, f, cache_dir=cache_dir or None)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _weights_reachable(name: str, pretrained: str, cache_dir: str | None) -> bool:
+    """False when the Hugging Face hub is offline and the tag's weights are not in its cache
+    (so a missing download fails at once instead of after building the model)."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    hub = (get_pretrained_cfg(name, pretrained) or {}).get("hf_hub", "")
+    if not hub or not _hub_offline():
+        return True
+    return cached_weights(name, pretrained, cache_dir) is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from grefine_core.config import StrictModel
 from grefine_core.markers import hookimpl
@@ -27,6 +27,18 @@ class NltkSettings(StrictModel):
         description="words about style or quality ('8k', 'oil painting', ...): they get no head "
         "noun and are never scored as objects (case-insensitive, whole words)",
     )
+
+    @computed_field  # in the run fingerprint: "auto" means different taggers on different machines
+    @property
+    def tagger_resolved(self) -> str:
+        """The tagger ``tagger`` stands for on this machine (``auto`` resolved)."""
+        from grefine_core.errors import ConfigError
+        from grefine_nltk.taggers import resolve_tagger
+
+        try:
+            return resolve_tagger(self.tagger)
+        except ConfigError:
+            return "unavailable"
 
 
 def settings_from(context) -> NltkSettings:
