@@ -94,7 +94,7 @@ def _median_time(fn: Callable[[], Any], device: str, reps: int, warmup: int = 2)
 
 
 def parity_clip(device: str, shared: Path, parity: Parity) -> None:
-    """SPEC 1 and 2 fixtures (CLIP Surgery image/text side, PQ-Map) on ``device``, float32."""
+    """The CLIP Surgery and PQ-Map fixtures (docs/indicators.md) on ``device``, in float32."""
     import torch
     from grefine_clip import PerceptualQuality, SurgeryCLIP, load_pq_prompts
     from PIL import Image

@@ -10,6 +10,7 @@ so a disabled plugin costs nothing. There is no module-level plugin manager: eac
 from __future__ import annotations
 
 import importlib.metadata as md
+import inspect
 import logging
 import traceback
 from collections.abc import Iterable, Mapping
@@ -163,7 +164,25 @@ class PluginHost:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as e:
             raise PluginError(f"plugin {name!r} is invalid: {e}", plugin=name) from None
-        hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+        callers = self.pm.get_hookcallers(plugin) or []
+        for caller in callers:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                with_default = [
+                    f"{p.name}={p.default!r}"
+                    for p in inspect.signature(impl.function).parameters.values()
+                    if p.default is not inspect.Parameter.empty
+                ]
+                if with_default:
+                    self.pm.unregister(plugin)
+                    raise PluginError(
+                        f"plugin {name!r}: hook {caller.name} has parameters with default values "
+                        f"({', '.join(with_default)}); pluggy never passes such arguments, so the "
+                        "hook would silently miss them: remove the defaults",
+                        plugin=name,
+                    )
+        hooks = sorted(c.name for c in callers)
         info.hooks = hooks
         info.slots = [slot for slot, hook in SLOT_HOOKS.items() if hook in hooks]
 

@@ -89,7 +89,7 @@ def check_wrong_colour(result) -> list[str]:
 
 def check_missing_tree(result) -> list[str]:
     """NLTK pinned: coordinated phrases are children of the first one, so the missing tree is
-    drawn on the ball's region (SPEC 3.3: the parent phrase's noun map)."""
+    drawn on the ball's region (docs/indicators.md: the parent phrase's noun map)."""
     errors = high_quality(result, False)
     if defects(result) != [("yellow tree", "noun")]:
         errors.append(f"defects {defects(result)}, expected [('yellow tree', 'noun')]")

@@ -1,4 +1,4 @@
-"""AQ-Map defect logic with controlled scores (SPEC 3.3, Eqs. 6-8): pure numpy."""
+"""AQ-Map defect logic with controlled scores (docs/indicators.md, Eqs. 6-8): pure numpy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AQ-Map alignment indicator, CLIP side (SPEC 3.2) with the defect logic of SPEC 3.3."""
+"""AQ-Map alignment indicator, CLIP side (docs/indicators.md) with the defect logic of docs/indicators.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLIP Surgery backbone (SPEC 1) against the shared reference fixtures, plus bad inputs."""
+"""CLIP Surgery backbone (docs/indicators.md) against the shared reference fixtures, plus bad inputs."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def test_select_none_skips_a_slot():
 
 
 def test_hq_image_is_returned_unchanged_by_both_stages():
-    """SPEC 5: p and a at or above the bounds and no defect -> neither stage hook is called."""
+    """docs/refiners.md: p and a at or above the bounds and no defect -> neither stage hook is called."""
     bright = Image.new("RGB", (32, 32), (250, 250, 250))  # fake p = 0.98, fake a = 0.9
     from grefine_core.config import HQSkipSettings
 

@@ -242,3 +242,22 @@ def test_each_slot_hook_is_dispatched_to_the_selected_plugin(slot, hook):
         PluginError, match=rf"plugin 'spy' failed in slot '{slot}': RuntimeError: {hook} called"
     ):
         pipe.refine(make_test_image(), "a cat and a missing")
+
+
+def test_a_hookimpl_with_a_default_is_rejected_naming_the_plugin():
+    from grefine_core.errors import PluginError
+    from grefine_core.markers import hookimpl
+    from grefine_core.pipeline import GRefine
+    from grefine_core.testing import fake_config, fake_plugins
+
+    class Defaulted:
+        @hookimpl
+        def grefine_refine_stage2(self, image, context=None):
+            return None
+
+    with pytest.raises(
+        PluginError,
+        match=r"plugin 'defaulted': hook grefine_refine_stage2 has "
+        r"parameters with default values \(context=None\)",
+    ):
+        GRefine(fake_config(), extra_plugins={**fake_plugins(), "defaulted": Defaulted()})

@@ -1,4 +1,4 @@
-"""Hand-checked parses of both prompt parsers (SPEC 3.1).
+"""Hand-checked parses of both prompt parsers (docs/parsers.md).
 
 Each case lists, per parser, the phrases as ``(text, head noun, parent index)``. Where the two
 parsers differ, both readings were checked by hand to be defensible (mostly prepositional

@@ -1,4 +1,4 @@
-"""PQ-Map perceptual indicator (SPEC 2) against the reference fixtures; prompt loading errors."""
+"""PQ-Map perceptual indicator (docs/indicators.md) against the reference fixtures; prompt loading errors."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def test_paper_compat_reproduces_variants(clip, prompts, clip_fixture_dir, manif
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_paper_absolute_map_is_the_cask_per_token(clip, prompts, clip_fixture_dir, name):
-    """SPEC 2 (paper): P = clip(BIC(cask of the per-token probabilities of "good")), p = its
+    """docs/indicators.md (paper): P = clip(BIC(cask of the per-token probabilities of "good")), p = its
     class-token value: one scale for p and P, no min-max."""
     import torch
     from grefine_clip import PerceptualQuality

@@ -1,4 +1,4 @@
-"""Stage-1 strength from quality (SPEC 5): monotone, clamped, literal and fixed modes."""
+"""Stage-1 strength from quality (docs/refiners.md): monotone, clamped, literal and fixed modes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plugin ``clip_aq``: the alignment-map slot (AQ-Map, SPEC 3) on the CLIP Surgery backbone.
+"""Plugin ``clip_aq``: the alignment-map slot (AQ-Map, docs/indicators.md) on the CLIP Surgery backbone.
 
 Settings: ``[plugins.clip]`` (shared with ``clip_pq``) and ``[plugins.aq]``. Importing this module
 does not import torch.

@@ -1,9 +1,9 @@
-"""AQ-Map, the alignment quality indicator: the CLIP side (SPEC 3.2).
+"""AQ-Map, the alignment quality indicator: the CLIP side (docs/indicators.md).
 
 For a parsed prompt, every phrase text, head noun and the whole prompt are encoded through the
 85-template ensemble in one batched text pass (cached), the empty-string feature ``R`` is
 subtracted (feature surgery), and each text gets a score ``sigmoid(10 * S[cls])`` and a map
-``sim_map(S[1:])``. The defect logic of SPEC 3.3 lives in :mod:`grefine_clip.aq_logic`.
+``sim_map(S[1:])``. The defect logic (docs/indicators.md) lives in :mod:`grefine_clip.aq_logic`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ log = logging.getLogger("grefine.clip")
 
 
 class AlignmentQuality:
-    """AQ-Map (SPEC 3): per-phrase alignment scores and maps, the defect map and the score ``a``.
+    """AQ-Map (docs/indicators.md): per-phrase alignment scores and maps, the defect map and the score ``a``.
 
     :param clip: the :class:`~grefine_clip.model.SurgeryCLIP` backbone (shared with PQ).
     :param merge: ``"paper"`` (product of the used maps) or ``"union"`` (max, released code).

@@ -1,6 +1,6 @@
-"""AQ-Map defect logic (SPEC 3.3, paper Eqs. 6-8): pure numpy, no torch.
+"""AQ-Map defect logic (docs/indicators.md, paper Eqs. 6-8): pure numpy, no torch.
 
-Given the per-phrase and per-noun alignment scores and maps of a prompt (SPEC 3.2, computed by the
+Given the per-phrase and per-noun alignment scores and maps of a prompt (docs/indicators.md, computed by the
 CLIP side), decide which phrases are defective, merge the maps they point at into ``A_defect``,
 list the phrases to emphasise and compute the alignment score ``a``.
 """
@@ -105,7 +105,7 @@ def resolve_alignment(
     **Phrase indexing.** ``phrases`` is the *full* phrase list of the parse (``parsed.phrases``,
     or the :class:`ParsedPrompt` itself), because ``Phrase.parent`` indexes that list. The score
     and map arguments hold one entry per phrase *with a noun*, in order
-    (:func:`scored_indices`); phrases without a noun are skipped, as in SPEC 3.1.
+    (:func:`scored_indices`); phrases without a noun are skipped, as in docs/parsers.md.
 
     **Defects**, for each scored phrase ``j``:
 

@@ -5,7 +5,7 @@ Plain Python only (no torch), so the plugin modules can import it cheaply.
 
 from __future__ import annotations
 
-#: OpenAI CLIP pixel mean / std (SPEC 1).
+#: OpenAI CLIP pixel mean / std (docs/indicators.md).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 

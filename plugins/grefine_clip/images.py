@@ -1,4 +1,4 @@
-"""Image preparation for CLIP (SPEC 1): bicubic resize straight to the model size, then RGB.
+"""Image preparation for CLIP (docs/indicators.md): bicubic resize straight to the model size, then RGB.
 
 Works for every PIL mode: 8-bit modes follow the reference order exactly (resize, then convert to
 RGB, then /255), high-bit-depth modes (``I;16``, ``I``, ``F``) are rescaled to [0, 1] in float

@@ -1,6 +1,6 @@
 """Building open_clip CLIP models from OpenAI-format state dicts, files, folders and names.
 
-OpenAI CLIP state-dict key names are identical to open_clip's ``CLIP`` (SPEC 1), so one loader
+OpenAI CLIP state-dict key names are identical to open_clip's ``CLIP`` (docs/indicators.md), so one loader
 covers OpenAI ``.pt`` archives, open_clip checkpoints and ``.safetensors`` files.
 """
 

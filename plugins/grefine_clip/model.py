@@ -1,4 +1,4 @@
-"""``SurgeryCLIP``: the CLIP Surgery backbone shared by the PQ and AQ indicators (SPEC 1)."""
+"""``SurgeryCLIP``: the CLIP Surgery backbone shared by the PQ and AQ indicators (docs/indicators.md)."""
 
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ class SurgeryCLIP:
     # ------------------------------------------------------------------ image side
 
     def preprocess(self, image: Any, size: int | None = None) -> torch.Tensor:
-        """SPEC 1 preprocessing: bicubic resize straight to ``size`` (default: the model's input
+        """The CLIP preprocessing of docs/indicators.md: bicubic resize straight to ``size`` (default: the model's input
         size), RGB, /255, CLIP mean/std -> float32 ``[1, 3, size, size]`` on the CPU.
 
         :param image: PIL image of any mode (grayscale, RGBA, 16-bit...) or numpy array.
@@ -334,7 +334,7 @@ class SurgeryCLIP:
         use_cache: bool = True,
         max_tokens: int = 8192,
     ) -> torch.Tensor:
-        """Prompt-ensemble features ``[n, D]``, normalised (SPEC 1):
+        """Prompt-ensemble features ``[n, D]``, normalised (docs/indicators.md):
         ``T_c = normalise(mean_j normalise(encode_text(template_j(c))))``.
 
         All uncached texts go through the text tower in one batched pass: their template

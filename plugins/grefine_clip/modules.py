@@ -8,7 +8,7 @@ Each module shares its parameters with the open_clip model it wraps and maps ten
 * :class:`EmbeddingTextEncoder`: token embeddings ``[B, L, W]`` (PQ learned prompts) -> ``[B, D]``.
 
 Attention is computed with ``scaled_dot_product_attention`` from the block's own ``in_proj`` /
-``out_proj`` weights, for both the ordinary and the surgery blocks (SPEC 1).
+``out_proj`` weights, for both the ordinary and the surgery blocks (docs/indicators.md).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def block_forward(
 def surgery_block_forward(
     block: nn.Module, x_ori: torch.Tensor, x_new: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One dual-path CLIP Surgery block (SPEC 1).
+    """One dual-path CLIP Surgery block (docs/indicators.md).
 
     Both paths use ``H = LN1(x_ori)``; the original path gets q-k attention and the MLP, the new
     path gets v-v attention (scale ``1/sqrt(d)``, v not normalised) and no MLP.

@@ -1,4 +1,4 @@
-"""Tensor operations of CLIP Surgery and the indicators (SPEC 1-2): normalisation, feature surgery,
+"""Tensor operations of CLIP Surgery and the indicators (docs/indicators.md): normalisation, feature surgery,
 similarity maps, the cask effect."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def feature_surgery(
 
 
 def similarity_map(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Patch similarities ``[B, N-1, K]`` -> maps ``[B, H, W, K]`` in [0, 1] (SPEC 1).
+    """Patch similarities ``[B, N-1, K]`` -> maps ``[B, H, W, K]`` in [0, 1] (docs/indicators.md).
 
     Min-max per ``(b, k)`` over the patches (with an epsilon; a map whose range is within float32
     rounding, :data:`~grefine_clip.constants.SIM_MAP_FLAT`, gives 0), reshaped to

@@ -11,7 +11,7 @@ made of fixed-norm blocks (see docs/behaviour.md for the numbers):
   of the worst 10 % of patches. The planted "good" / "bad" text pair lies along ``+/-`` the first
   dim, scaled so that the logit difference good - bad is ``6 (1 - 2 b)``.
 - **neutral** (1 dim): the same for every token; the empty string's text feature is this
-  direction, so the feature surgery of SPEC 3.2 subtracts it evenly.
+  direction, so the feature surgery of docs/indicators.md subtracts it evenly.
 - **any** (1 dim): also the same for every token; words outside the lexicon point here, so they
   count as present and matched (exact neutrality would sit on the 0.5 bound).
 - **one block per lexicon noun** (6 dims): ``present``, ``absent`` and ``void`` directions and a

@@ -1,4 +1,4 @@
-"""Plugin ``clip_pq``: the perceptual-map slot (PQ-Map, SPEC 2) on the CLIP Surgery backbone.
+"""Plugin ``clip_pq``: the perceptual-map slot (PQ-Map, docs/indicators.md) on the CLIP Surgery backbone.
 
 Settings: ``[plugins.clip]`` (shared with ``clip_aq``) and ``[plugins.pq]``. Importing this module
 does not import torch.

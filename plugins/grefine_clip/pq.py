@@ -1,4 +1,4 @@
-"""PQ-Map, the perceptual quality indicator (SPEC 2): learned prompts and ``PerceptualQuality``."""
+"""PQ-Map, the perceptual quality indicator (docs/indicators.md): learned prompts and ``PerceptualQuality``."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ def load_pq_prompts(
 
 
 class PerceptualQuality:
-    """PQ-Map (SPEC 2): perceptual quality score ``p`` and map ``P`` (high = good).
+    """PQ-Map (docs/indicators.md): perceptual quality score ``p`` and map ``P`` (high = good).
 
     :param clip: the :class:`~grefine_clip.model.SurgeryCLIP` backbone.
     :param prompts: the learned prompts (:func:`load_pq_prompts`).

@@ -117,7 +117,9 @@ class ImageGraph(nn.Module):
         for blk in blocks[n_plain:-1]:
             x_ori, x_new = surgery_block_forward(blk, x_ori, x_new)
         cls, x_new = last_surgery_block(blocks[-1], x_ori, x_new)
-        z = torch.cat([cls, x_new[:, 1:]], 1)  # class token from the original path (SPEC 1)
+        z = torch.cat(
+            [cls, x_new[:, 1:]], 1
+        )  # class token from the original path (docs/indicators.md)
         return (v.ln_post(z) @ v.proj).float()
 
 

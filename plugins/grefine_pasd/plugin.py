@@ -1,4 +1,4 @@
-"""The ``pasd`` plugin: fills the ``stage2`` slot with PASD (mild global refinement, SPEC 6).
+"""The ``pasd`` plugin: fills the ``stage2`` slot with PASD (mild global refinement, docs/pasd.md).
 
 Importing this module does not import torch; models are built on the first run and cached in
 ``context.models``.

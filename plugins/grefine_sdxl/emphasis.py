@@ -1,4 +1,4 @@
-"""Prompt emphasis (SPEC 3.3, Eq. 7) as per-token weighting on SDXL's two text encoders.
+"""Prompt emphasis (docs/indicators.md, Eq. 7) as per-token weighting on SDXL's two text encoders.
 
 The defective phrases' character spans get weight ``1 + w``; compel turns that into embeddings
 ``empty + (z - empty) * weight`` on exactly those tokens (both encoders), leaving every other token

@@ -86,7 +86,7 @@ def working_size(
 ) -> tuple[int, int]:
     """The ``(W, H)`` a region of ``box_size`` is resized to for the model.
 
-    The aspect ratio is kept. ``full``: the longer side goes to ``native`` (SPEC 5). Crop: the
+    The aspect ratio is kept. ``full``: the longer side goes to ``native`` (docs/refiners.md). Crop: the
     longer side keeps its own length, clamped to ``[min_side, native]``: large crops keep the
     model's native resolution, small ones are not upscaled beyond ``min_side``.
     Both sides are rounded to multiples of ``multiple``.

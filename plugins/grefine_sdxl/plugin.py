@@ -1,4 +1,4 @@
-"""Plugin ``sdxl``: stage-1 refinement by SDXL inpainting inside the fused mask (SPEC 5)."""
+"""Plugin ``sdxl``: stage-1 refinement by SDXL inpainting inside the fused mask (docs/refiners.md)."""
 
 from __future__ import annotations
 

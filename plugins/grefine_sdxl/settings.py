@@ -20,7 +20,7 @@ class SDXLSettings(StrictModel):
     ``madebyollin/sdxl-vae-fp16-fix`` for fp16 on a GPU); ``single_file_config`` gives a single
     file the diffusers configs it needs offline (a local diffusers folder or a hub id).
 
-    Strength (SPEC 5): ``quality`` = ``strength_min + (strength_max - strength_min) * (1 - q)``
+    Strength (docs/refiners.md): ``quality`` = ``strength_min + (strength_max - strength_min) * (1 - q)``
     with ``q = (p + a) / 2``; ``literal`` = ``q``; ``fixed`` = ``strength``.
 
     Crop-to-mask: when the mask covers less than ``crop_max_fraction`` of the image, only its

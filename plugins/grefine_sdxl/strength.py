@@ -1,4 +1,4 @@
-"""Stage-1 denoising strength from the quality scores (SPEC 5): pure functions, no torch."""
+"""Stage-1 denoising strength from the quality scores (docs/refiners.md): pure functions, no torch."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _unit(value: float, what: str) -> float:
 
 
 def combined_quality(p: float | None, a: float | None) -> float:
-    """``q`` of SPEC 5: ``(p + a) / 2``; ``p`` alone when AQ is off, ``a`` alone when PQ is off.
+    """``q`` of docs/refiners.md: ``(p + a) / 2``; ``p`` alone when AQ is off, ``a`` alone when PQ is off.
 
     :param p: the perceptual score, or ``None`` when the PQ slot is disabled (its neutral
         stand-in ``p = 1`` would otherwise make every image look half good).

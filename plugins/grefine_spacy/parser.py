@@ -1,4 +1,4 @@
-"""The spaCy prompt parser (the authors' released ``AQ-Map.py`` behaviour, SPEC 3.1).
+"""The spaCy prompt parser (the authors' released ``AQ-Map.py`` behaviour, docs/parsers.md).
 
 Steps for one prompt:
 
