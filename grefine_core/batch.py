@@ -130,23 +130,27 @@ def _run_all(pipeline, items, out, mode, resume, keep_results, on_item, base_see
         seed = base_seed + index
         fingerprint = pipeline.fingerprint(item.image, item.prompt, seed, mode)
         outcome = None
+        why = None
         if out is not None and resume:
             done, why = verify_item(out, item.name, fingerprint)
             if done:
                 outcome = ItemOutcome(item, "resumed")
-            elif why != "no report yet":
+            elif why == "no report yet":
+                why = None
+            else:
                 log.warning("rerunning %s: %s", item.name, why)
         if outcome is None:
-            outcome = _run_item(run, pipeline, item, out, seed, keep_results, fingerprint)
+            outcome = _run_item(run, pipeline, item, out, seed, keep_results, fingerprint, why)
         outcomes.append(outcome)
         if on_item is not None:
             on_item(outcome)
     return BatchReport(outcomes)
 
 
-def _run_item(run, pipeline, item, out, seed, keep_results, fingerprint) -> ItemOutcome:
+def _run_item(run, pipeline, item, out, seed, keep_results, fingerprint, why) -> ItemOutcome:
     try:
         result = run(item.image, item.prompt, name=item.name, seed=seed, fingerprint=fingerprint)
+        result.rerun_because = why
         paths = {}
         if out is not None:
             cfg = pipeline.config.output

@@ -42,6 +42,7 @@ class RefineResult:
     :ivar notices: what the outputs do and do not prove (e.g. random weights, planted truth).
     :ivar fingerprint: everything that shaped this result (:mod:`grefine_core.fingerprint`); a
         resumed batch compares it.
+    :ivar rerun_because: why a batch recomputed an item that had a report (what changed).
     """
 
     image: Image.Image
@@ -63,6 +64,7 @@ class RefineResult:
     high_quality: str | None = None
     notices: list[str] = field(default_factory=list)
     fingerprint: Fingerprint | None = None
+    rerun_because: str | None = None
 
     # ---------------------------------------------------------------- convenient views
     @property
@@ -148,6 +150,7 @@ class RefineResult:
             else {"fraction": float(self.mask.fraction), "empty": self.mask.empty},
             "trace": [r.to_dict() for r in self.trace],
             "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None,
+            "rerun_because": self.rerun_because,
         }
         return _jsonable(out)
 

@@ -56,6 +56,7 @@ def test_resume_reruns_when_anything_that_shapes_the_output_changed(image, tmp_p
     assert "input.sha256" in caplog.text
     report = json.loads((out / "cat.json").read_text())
     assert report["fingerprint"]["seed"] == 7 and report["fingerprint"]["preset"] == "other"
+    assert "input.sha256" in report["rerun_because"]  # the report names what changed
 
 
 def test_resume_reruns_when_a_vouched_file_was_changed_or_removed(image, tmp_path, caplog):
