@@ -86,9 +86,15 @@ class GRefine:
                     f"invalid settings in [plugins.{section}]{read_by}:\n"
                     f"{format_validation_error(e, model)}"
                 ) from None
-        unknown = sorted(set(self.config.plugins) - set(models))
-        if unknown:
-            log.debug("settings sections read by no loaded plugin (ignored): %s", unknown)
+        from grefine_core.plugins import installed_sections
+
+        known = set(models) | installed_sections()
+        unknown = sorted(set(self.config.plugins) - known)
+        if unknown:  # a typo: sections of installed plugins, loaded or not, are all known
+            raise ConfigError(
+                f"unknown settings section [plugins.{unknown[0]}]: no installed plugin reads it; "
+                f"known sections: {', '.join(sorted(known))}"
+            )
         return settings
 
     def _resolve_slot(self, slot: str) -> tuple[str | None, Any]:

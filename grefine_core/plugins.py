@@ -27,6 +27,9 @@ from grefine_core.types import SLOTS
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "grefine"
+#: Entry points naming each settings section an installed distribution reads (``section =
+#: "module:Model"``); only the names are read, so no plugin is imported to know its sections.
+SETTINGS_GROUP = "grefine.settings"
 CORE_DISTRIBUTION = "grefine"
 
 #: The hook that fills each slot.
@@ -67,6 +70,11 @@ def _entry_points() -> list[md.EntryPoint]:
     for ep in eps:
         seen.setdefault(ep.name, ep)  # an editable + a regular install can list a name twice
     return sorted(seen.values(), key=lambda e: e.name)
+
+
+def installed_sections() -> set[str]:
+    """Settings sections that installed distributions declare in :data:`SETTINGS_GROUP`."""
+    return {ep.name for ep in md.entry_points(group=SETTINGS_GROUP)}
 
 
 def _ep_source(ep: md.EntryPoint) -> tuple[str, str | None]:

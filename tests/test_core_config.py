@@ -137,3 +137,30 @@ def test_an_unknown_key_lists_the_valid_ones(tmp_path, content, message):
     f.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_config(preset="paper", config_file=f, environ={})
+
+
+def test_a_misspelt_settings_section_is_an_error_naming_the_known_ones():
+    from grefine_core.errors import ConfigError
+    from grefine_core.pipeline import GRefine
+
+    cfg = load_config(preset="tiny", overrides={"plugins": {"my_refinr": {"x": 1}}}, environ={})
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown settings section \[plugins\.my_refinr\].*known "
+        r"sections: .*sdxl",
+    ):
+        GRefine(cfg)
+
+
+def test_sections_of_installed_but_disabled_plugins_stay_accepted():
+    from grefine_core.pipeline import GRefine
+    from grefine_core.plugins import installed_sections
+
+    assert {"pasd", "sdxl", "clip", "metrics", "spacy"} <= installed_sections()
+    cfg = load_config(
+        preset="tiny",
+        overrides={"disable": ["pasd"], "plugins": {"pasd": {"steps": 3}}},
+        environ={},
+    )
+    g = GRefine(cfg)  # pasd is never imported, yet its section is known
+    assert g.slot_plugin("stage2") is None
