@@ -196,6 +196,6 @@ def test_defect_map_is_clipped_to_unit_range():
 
 
 def test_fixture_phrases_are_a_well_formed_parse():
-    from grefine_nltk.text import check_parsed
+    from grefine_parsing.text import check_parsed
 
     check_parsed(ParsedPrompt(PROMPT, PHRASES, "x"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from grefine_nltk import parse_prompt as parse_nltk
-from grefine_nltk.text import check_parsed
+from grefine_parsing.text import check_parsed
 from grefine_spacy import parse_prompt as parse_spacy
 
 PARSERS = {"nltk": parse_nltk, "spacy": parse_spacy}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from grefine_nltk.text import check_parsed
+from grefine_parsing.text import check_parsed
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import pytest
 from grefine_nltk import format_tree, parse_prompt, taggers
 from grefine_nltk import plugin as nltk_plugin
-from grefine_nltk.text import (
+from grefine_parsing.text import (
     break_cycles,
     check_parsed,
     compact_text,

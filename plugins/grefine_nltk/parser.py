@@ -15,7 +15,7 @@ Steps for one prompt:
    head belongs to another phrase. The head of a complex NP / clause is the head of its first
    NP / clause child, so an NP's modifiers (PPs, participles, conjuncts, objects of its verb) hang
    under it. The chain only climbs, so the result is always a forest.
-5. Stopwords and lone punctuation are dropped from the phrase text (:mod:`grefine_nltk.text`).
+5. Stopwords and lone punctuation are dropped from the phrase text (:mod:`grefine_parsing.text`).
 
 A prompt without any noun gives one noun-less phrase per comma segment (its kept words,
 ``noun=None``); style tags (:mod:`grefine_nltk.style_tags`) are noun-less phrases of their own,
@@ -27,10 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from grefine_core.types import ParsedPrompt
-from grefine_nltk.style_tags import DEFAULT_STYLE_TAGS, mark_style
-from grefine_nltk.taggers import resolve_tagger, tag_text
-from grefine_nltk.text import (
+from grefine_parsing.text import (
     Token,
     build_phrases,
     has_letter,
@@ -38,6 +35,10 @@ from grefine_nltk.text import (
     mark_kept,
     mask_weight_syntax,
 )
+
+from grefine_core.types import ParsedPrompt
+from grefine_nltk.style_tags import DEFAULT_STYLE_TAGS, mark_style
+from grefine_nltk.taggers import resolve_tagger, tag_text
 
 PARSER_NAME = "nltk"
 

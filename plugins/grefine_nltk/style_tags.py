@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from grefine_nltk.text import Token
+from grefine_parsing.text import Token
 
 #: The default ``style_tags`` (case-insensitive, matched on whole tokens, longest first).
 DEFAULT_STYLE_TAGS: tuple[str, ...] = (

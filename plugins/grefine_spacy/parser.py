@@ -7,7 +7,7 @@ Steps for one prompt:
 2. Cut the prompt at the start of every noun chunk after the first: part ``k`` runs from chunk
    ``k``'s start to chunk ``k + 1``'s start; the first part starts at 0. With 0 or 1 chunk the
    whole prompt is one part.
-3. Drop stopwords and lone punctuation (:mod:`grefine_nltk.text`); parts left empty disappear.
+3. Drop stopwords and lone punctuation (:mod:`grefine_parsing.text`); parts left empty disappear.
    Head noun = the last NOUN/PROPN among the kept tokens of the part (``None`` if there is none;
    such phrases are skipped by AQ). Tokens without a letter (numbers, emoji) are never head nouns.
 4. Parent (Algorithm 1 on the dependency tree): walk breadth-first from each sentence root; for
@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from functools import lru_cache
 
-from grefine_nltk.text import (
+from grefine_parsing.text import (
     Token,
     build_phrases,
     compact_text,
