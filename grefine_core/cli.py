@@ -200,25 +200,44 @@ def build_parser() -> ArgumentParser:
     pr.add_argument("name", nargs="?", metavar="NAME", help="print this preset's TOML")
     _global_options(pr, top=False)
 
-    # Listed for --help; their arguments are parsed by the plugin that owns them (see DELEGATED).
-    for name, text in DELEGATED_HELP.items():
+    # Listed for --help; their arguments are parsed by the plugin that adds them.
+    for name, (text, _) in plugin_commands().items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
-#: Subcommands whose whole argument list is handed to a plugin module's ``main(argv)``.
-DELEGATED = {"eval": "grefine_metrics.eval_cli", "export-onnx": "grefine_onnx.cli"}
-DELEGATED_HELP = {
-    "eval": "evaluate refinement or assessment (grefine eval --help)",
-    "export-onnx": "export CLIP Surgery encoders to ONNX (grefine export-onnx --help)",
-}
+BUILTIN_COMMANDS = ("refine", "assess", "parse", "plugins", "presets")
+#: Hooks besides the slots that ``grefine plugins`` lists as what a plugin provides.
+EXTENSION_HOOKS = {"grefine_metrics": "metrics", "grefine_register_commands": "commands"}
 
 
-def _delegated_command(argv: list[str]) -> tuple[str, list[str]] | None:
-    """``(module, rest)`` when the first non-option word is a delegated subcommand."""
+def plugin_commands() -> dict[str, tuple[str, Any]]:
+    """``{name: (help, main)}`` from every installed plugin's ``grefine_register_commands``."""
+    from grefine_core.plugins import PluginHost
+
+    host = PluginHost()
+    commands: dict[str, tuple[str, Any]] = {}
+    owners: dict[str, str] = {}
+    for impl in host.pm.hook.grefine_register_commands.get_hookimpls():
+        for name, (text, main_fn) in (impl.function() or {}).items():
+            clash = "the built-in command" if name in BUILTIN_COMMANDS else owners.get(name)
+            if clash:
+                raise UsageError(
+                    f"plugin {impl.plugin_name!r} adds the command {name!r}, which "
+                    f"{clash if clash.startswith('the') else f'plugin {clash!r}'} already has"
+                )
+            commands[name], owners[name] = (text, main_fn), impl.plugin_name
+    return commands
+
+
+def _delegated_command(argv: list[str]) -> tuple[Any, list[str]] | None:
+    """``(main, rest)`` when the first non-option word is a command a plugin adds."""
     for i, word in enumerate(argv):
         if not word.startswith("-"):
-            return (DELEGATED[word], argv[i + 1 :]) if word in DELEGATED else None
+            if word in BUILTIN_COMMANDS:
+                return None
+            found = plugin_commands().get(word)
+            return (found[1], argv[i + 1 :]) if found else None
     return None
 
 
@@ -380,7 +399,10 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"select": {s: "none" for s in SLOTS}}
     cfg0 = load_config(preset=args.preset)
-    overrides["select"]["parser"] = args.parser or cfg0.select.get("parser", "nltk")
+    parser_name = args.parser or cfg0.select.get("parser")
+    if not parser_name:
+        raise UsageError(f"preset {cfg0.preset!r} selects no parser; pass --parser NAME")
+    overrides["select"]["parser"] = parser_name
     cfg = load_config(preset=args.preset, overrides=overrides)
     pipeline = GRefine(cfg)
     parsed = pipeline.parse(args.text)
@@ -411,7 +433,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return 0
     rows = [("plugin", "slots", "version", "source", "status")]
     for i in infos:
-        slots = ",".join(i.slots) or ("metrics" if "grefine_metrics" in i.hooks else "-")
+        extras = [EXTENSION_HOOKS[h] for h in i.hooks if h in EXTENSION_HOOKS]
+        slots = ",".join(i.slots) or ",".join(extras) or "-"
         status = i.status + (f" ({i.reason})" if i.reason and i.status != "loaded" else "")
         rows.append((i.name, slots, i.version or "-", i.source, status))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
@@ -436,14 +459,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_delegate(module: str, rest: list[str]) -> int:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        raise UsageError(f"this command needs {module} ({e})") from None
-    return int(mod.main(rest) or 0)
+def cmd_delegate(main_fn: Any, rest: list[str]) -> int:
+    return int(main_fn(rest) or 0)
 
 
 def one_line(message: str | None) -> str:

@@ -87,16 +87,8 @@ class GRefineConfig(StrictModel):
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
-    select: dict[str, str] = Field(
-        default_factory=lambda: {
-            "perceptual": "clip_pq",
-            "parser": "nltk",
-            "alignment": "clip_aq",
-            "fuser": "mask_paper",
-            "stage1": "sdxl",
-            "stage2": "pasd",
-        }
-    )
+    # Which plugin fills each slot comes from the preset (the core names no plugin).
+    select: dict[str, str] = Field(default_factory=dict)
     disable: list[str] = Field(default_factory=list)
     strict_plugins: bool = False
     hq_skip: HQSkipSettings = Field(default_factory=HQSkipSettings)

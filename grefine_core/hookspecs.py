@@ -208,6 +208,22 @@ def grefine_stage_end(context: RunContext, record: StageRecord) -> None:
     """
 
 
+# --------------------------------------------------------------------------- commands
+
+
+@hookspec
+def grefine_register_commands() -> dict[str, tuple[str, Any]]:
+    """Add subcommands to ``grefine``: ``{name: (one-line help, main)}``.
+
+    ``main(argv: list[str]) -> int`` receives every argument after the command's name and parses
+    them itself (its own ``--help``); it should import its heavy modules inside, since every
+    plugin module is imported to list the commands. A name that a built-in command or another
+    plugin already uses is an error naming both.
+
+    :returns: the commands this plugin adds.
+    """
+
+
 # --------------------------------------------------------------------------- evaluation
 
 

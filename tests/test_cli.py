@@ -413,3 +413,42 @@ def test_parse_json_has_the_tree_and_a_disabled_parser_can_be_chosen(fakes, caps
     assert "no parser to run: no plugin selected for this slot; select one of:" in (
         capsys.readouterr().err
     )
+
+
+def test_a_plugin_adds_a_command_through_the_hook(capsys):
+    from grefine_core.markers import hookimpl
+    from grefine_core.testing import registered_plugin
+
+    seen = []
+
+    class Greeter:
+        @hookimpl
+        def grefine_register_commands(self):
+            return {"greet": ("say hello", lambda argv: seen.append(argv) or 3)}
+
+    with registered_plugin("greeter", Greeter()):
+        assert main(["greet", "--loud", "x"]) == 3
+        assert "greet" in main_help(capsys)
+    assert seen == [["--loud", "x"]]
+
+
+def test_a_command_name_clash_is_an_error_naming_both(capsys):
+    from grefine_core.markers import hookimpl
+    from grefine_core.testing import registered_plugin
+
+    class Clash:
+        @hookimpl
+        def grefine_register_commands(self):
+            return {"refine": ("mine", lambda argv: 0)}
+
+    with registered_plugin("clash", Clash()):
+        assert main(["presets"]) == 2
+    assert "plugin 'clash' adds the command 'refine', which the built-in command already has" in (
+        capsys.readouterr().err
+    )
+
+
+def main_help(capsys) -> str:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    return capsys.readouterr().out

@@ -24,6 +24,18 @@ SECTION = "metrics"
 _settings: MetricsSettings | None = None
 
 
+def eval_main(argv: list[str]) -> int:
+    """``grefine eval ...`` (imports the evaluation code only when run)."""
+    from grefine_metrics.eval_cli import main
+
+    return int(main(argv) or 0)
+
+
+@hookimpl
+def grefine_register_commands() -> dict[str, tuple[str, object]]:
+    return {"eval": ("evaluate refinement or assessment (grefine eval --help)", eval_main)}
+
+
 @hookimpl
 def grefine_settings_models() -> dict[str, type[MetricsSettings]]:
     return {SECTION: MetricsSettings}

@@ -15,6 +15,23 @@ from grefine_core.markers import hookimpl
 from grefine_onnx.settings import OnnxSettings
 
 
+def export_main(argv: list[str]) -> int:
+    """``grefine export-onnx ...`` (imports torch and onnx only when run)."""
+    from grefine_onnx.cli import main
+
+    return int(main(argv) or 0)
+
+
+@hookimpl
+def grefine_register_commands() -> dict[str, tuple[str, object]]:
+    return {
+        "export-onnx": (
+            "export CLIP Surgery encoders to ONNX (grefine export-onnx --help)",
+            export_main,
+        )
+    }
+
+
 @hookimpl
 def grefine_settings_models() -> dict[str, type]:
     return {"clip": ClipSettings, "pq": PQSettings, "onnx": OnnxSettings}
