@@ -228,8 +228,11 @@ def grefine_register_commands() -> dict[str, tuple[str, Any]]:
 
 
 @hookspec
-def grefine_metrics() -> list[Any]:
+def grefine_metrics(config: GRefineConfig) -> list[Any]:
     """Register image-quality metrics for ``grefine eval``.
+
+    :param config: the evaluation's configuration: a plugin reads its options from it (e.g.
+        ``config.plugins["metrics"]``), never from state kept between calls.
 
     :returns: a list of :class:`grefine_core.metrics.Metric` objects (name, direction, whether
         it needs a mask / reference, a callable). Metrics whose weights are missing should still be

@@ -1,6 +1,6 @@
 """Image-quality metrics for ``grefine eval``: the :class:`Metric` type and a registry.
 
-Plugins return lists of :class:`Metric` from the ``grefine_metrics()`` hook; the evaluation code
+Plugins return lists of :class:`Metric` from the ``grefine_metrics(config)`` hook; the evaluation code
 collects them in a :class:`MetricRegistry`. Torch-free and import-light on purpose: a metric that
 needs a model loads it inside its ``compute`` callable, on first use.
 
@@ -141,7 +141,8 @@ class MetricRegistry:
 
     @classmethod
     def from_hook_results(cls, results: Iterable[Iterable[Any] | None]) -> MetricRegistry:
-        """Build from the return value of ``pm.hook.grefine_metrics()`` (a list of lists).
+        """Build from the return value of ``pm.hook.grefine_metrics(config=...)`` (a list of
+        lists).
 
         :raises PluginError: an item is not a :class:`Metric`, or two metrics share a name.
         """
@@ -154,16 +155,16 @@ class MetricRegistry:
             for item in group:
                 if not isinstance(item, Metric):
                     raise PluginError(
-                        "grefine_metrics() must return a list of grefine_core.metrics.Metric; "
+                        "grefine_metrics(config) must return a list of grefine_core.metrics.Metric; "
                         f"got an item of type {type(item).__name__}: {item!r}"
                     )
                 registry.add(item)
         return registry
 
     @classmethod
-    def from_hook(cls, hook: Any) -> MetricRegistry:
-        """Build from a pluggy hook relay (``plugin_manager.hook``)."""
-        return cls.from_hook_results(hook.grefine_metrics())
+    def from_hook(cls, hook: Any, config: Any) -> MetricRegistry:
+        """Build from a pluggy hook relay (``plugin_manager.hook``) for ``config``."""
+        return cls.from_hook_results(hook.grefine_metrics(config=config))
 
     def add(self, metric: Metric) -> None:
         """Register ``metric``.

@@ -85,7 +85,9 @@ def test_plugin_registers_offline_metrics_through_the_hook():
     pm.add_hookspecs(hookspecs)
     pm.register(plugin, name="metrics")
     pm.check_pending()
-    reg = MetricRegistry.from_hook(pm.hook)
+    from grefine_core.config import GRefineConfig
+
+    reg = MetricRegistry.from_hook(pm.hook, GRefineConfig())
     for name in (
         "psnr_outside",
         "ssim_outside",
@@ -108,15 +110,20 @@ def test_plugin_hookimpls_have_no_defaults_and_settings_apply():
 
     from grefine_core.config import GRefineConfig
 
-    for name in ("grefine_settings_models", "grefine_configure", "grefine_metrics"):
+    for name in ("grefine_settings_models", "grefine_metrics"):
         sig = inspect.signature(getattr(plugin, name))
         assert all(p.default is inspect.Parameter.empty for p in sig.parameters.values())
-    try:
-        plugin.grefine_configure(GRefineConfig(plugins={"metrics": {"seam_band_px": 5}}))
-        seam = next(m for m in plugin.grefine_metrics() if m.name == "seam_strength")
-        assert "5 px" in seam.description
-    finally:
-        plugin.grefine_configure(GRefineConfig())
+    five = GRefineConfig(plugins={"metrics": {"seam_band_px": 5}})
+    seam = next(m for m in plugin.grefine_metrics(five) if m.name == "seam_strength")
+    assert "5 px" in seam.description
+    # Two configurations side by side never overwrite each other (no module state).
+    default = next(m for m in plugin.grefine_metrics(GRefineConfig()) if m.name == "seam_strength")
+    assert "5 px" not in default.description
+    assert (
+        "5 px"
+        in next(m for m in plugin.grefine_metrics(five) if m.name == "seam_strength").description
+    )
+    assert not hasattr(plugin, "_settings") and not hasattr(plugin, "grefine_configure")
 
 
 def test_importing_the_plugin_and_eval_modules_does_not_import_torch():

@@ -35,16 +35,10 @@ def load_registry(config_file: str | None = None) -> MetricRegistry:
         options (``GREFINE_PLUGINS__METRICS__*`` environment variables work too).
     """
     from grefine_core.config import load_config
-    from grefine_metrics import plugin
+    from grefine_core.plugins import PluginHost
 
-    plugin.grefine_configure(load_config(config_file=config_file))
-    try:
-        from grefine_core.plugins import PluginHost
-    except ImportError:  # a core without the plugin host: the built-in metrics only
-        from grefine_metrics.plugin import grefine_metrics
-
-        return MetricRegistry.from_hook_results([grefine_metrics()])
-    return MetricRegistry.from_hook(PluginHost().hook)
+    config = load_config(config_file=config_file)
+    return MetricRegistry.from_hook(PluginHost().hook, config)
 
 
 def _split(text: str | None) -> list[str]:

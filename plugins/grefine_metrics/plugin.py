@@ -1,9 +1,9 @@
-"""The ``metrics`` plugin: registers the evaluation metrics through ``grefine_metrics()``.
+"""The ``metrics`` plugin: registers the evaluation metrics through ``grefine_metrics(config)``.
 
 Importing this module is cheap: every ``grefine`` command loads it with the other plugins, so
-the metric implementations (numpy, scipy, PIL) are imported only when ``grefine_metrics()`` is
-called. Settings come from ``[plugins.metrics]`` when a configuration is handed to
-``grefine_configure``; otherwise defaults.
+the metric implementations (numpy, scipy, PIL) are imported only when ``grefine_metrics(config)`` is
+called. Settings come from the ``[plugins.metrics]`` table of the configuration the hook is
+called with (no state is kept between calls).
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from grefine_core.metrics import Metric
 from grefine_metrics.settings import MetricsSettings
 
 SECTION = "metrics"
-
-# The settings of the most recent configuration seen; metrics are built when the hook is called.
-_settings: MetricsSettings | None = None
 
 
 def eval_main(argv: list[str]) -> int:
@@ -41,15 +38,14 @@ def grefine_settings_models() -> dict[str, type[MetricsSettings]]:
     return {SECTION: MetricsSettings}
 
 
-@hookimpl
-def grefine_configure(config: Any) -> None:
-    global _settings
-    raw = (getattr(config, "plugins", None) or {}).get(SECTION)
-    if raw is None:
-        _settings = None
-        return
+def settings_of(config: Any) -> MetricsSettings:
+    """The ``[plugins.metrics]`` settings of ``config`` (defaults when it has none).
+
+    :raises ConfigError: invalid settings, naming the section and the keys.
+    """
+    raw = (getattr(config, "plugins", None) or {}).get(SECTION) or {}
     try:
-        _settings = MetricsSettings.model_validate(raw)
+        return MetricsSettings.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(
             f"invalid [plugins.{SECTION}] settings:\n{format_validation_error(e)}"
@@ -57,7 +53,7 @@ def grefine_configure(config: Any) -> None:
 
 
 @hookimpl
-def grefine_metrics() -> list[Metric]:
+def grefine_metrics(config: Any) -> list[Metric]:
     from grefine_metrics.catalog import build_metrics
 
-    return build_metrics(_settings)
+    return build_metrics(settings_of(config))
