@@ -1,5 +1,9 @@
 """grefine_core: the small core of G-Refine (plugin host, configuration, pipeline facade, CLI).
 
+Plugin authors need one import: ``from grefine_core import hookimpl, StrictModel, RunContext,
+PerceptualResult, ParsedPrompt, Phrase, AlignmentResult, MaskResult, StageOutput,
+MissingWeightsError, ...`` (every name in ``__all__``).
+
 Importing it loads no torch, diffusers, spaCy or onnxruntime: those are imported by the plugins,
 inside the functions that need them.
 
@@ -12,7 +16,8 @@ import os as _os
 
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from grefine_core.config import GRefineConfig, load_config
+from grefine_core.config import GRefineConfig, StrictModel, load_config
+from grefine_core.context import ModelCache, RunContext
 from grefine_core.errors import (
     ConfigError,
     GRefineError,
@@ -63,6 +68,7 @@ __all__ = [
     "InputError",
     "MaskResult",
     "MissingWeightsError",
+    "ModelCache",
     "OutputError",
     "ParsedPrompt",
     "PerceptualResult",
@@ -70,8 +76,10 @@ __all__ = [
     "PhraseAlignment",
     "PluginError",
     "RefineResult",
+    "RunContext",
     "StageOutput",
     "StageRecord",
+    "StrictModel",
     "UsageError",
     "hookimpl",
     "hookspec",

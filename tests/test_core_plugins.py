@@ -261,3 +261,25 @@ def test_a_hookimpl_with_a_default_is_rejected_naming_the_plugin():
         r"parameters with default values \(context=None\)",
     ):
         GRefine(fake_config(), extra_plugins={**fake_plugins(), "defaulted": Defaulted()})
+
+
+def test_plugin_authors_need_one_import():
+    import grefine_core
+
+    for name in (
+        "hookimpl",
+        "StrictModel",
+        "RunContext",
+        "PerceptualResult",
+        "ParsedPrompt",
+        "Phrase",
+        "AlignmentResult",
+        "PhraseAlignment",
+        "Emphasis",
+        "MaskResult",
+        "StageOutput",
+        "MissingWeightsError",
+        "InputError",
+        "ConfigError",
+    ):
+        assert name in grefine_core.__all__ and getattr(grefine_core, name) is not None, name

@@ -10,9 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from grefine_core.config import StrictModel
-from grefine_core.markers import hookimpl
-from grefine_core.types import MaskResult, StageOutput
+from grefine_core import MaskResult, StageOutput, StrictModel, hookimpl
 
 
 class SharpenSettings(StrictModel):
