@@ -207,8 +207,9 @@ def build_parser() -> ArgumentParser:
 
 
 BUILTIN_COMMANDS = ("refine", "assess", "parse", "plugins", "presets")
-#: Hooks besides the slots that ``grefine plugins`` lists as what a plugin provides.
-EXTENSION_HOOKS = {"grefine_metrics": "metrics", "grefine_register_commands": "commands"}
+#: Hooks besides the slots that ``grefine plugins`` lists as what a plugin provides: the commands
+#: hook and any hook a plugin added itself (``grefine_add_hookspecs``).
+COMMANDS = "grefine_register_commands"
 
 
 def plugin_commands() -> dict[str, tuple[str, Any]]:
@@ -432,8 +433,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps([i.to_dict() for i in infos], indent=2))
         return 0
     rows = [("plugin", "slots", "version", "source", "status")]
+    from grefine_core import hookspecs
+
+    kernel_hooks = {n for n in vars(hookspecs) if n.startswith("grefine_")}
     for i in infos:
-        extras = [EXTENSION_HOOKS[h] for h in i.hooks if h in EXTENSION_HOOKS]
+        extras = [_provided(h) for h in i.hooks if h == COMMANDS or h not in kernel_hooks]
         slots = ",".join(i.slots) or ",".join(extras) or "-"
         status = i.status + (f" ({i.reason})" if i.reason and i.status != "loaded" else "")
         rows.append((i.name, slots, i.version or "-", i.source, status))
@@ -457,6 +461,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for name in preset_names():
         print(f"{name:<10} {preset_data(name).get('description', '')}")
     return 0
+
+
+def _provided(hook: str) -> str:
+    """How ``grefine plugins`` names what a non-slot hook provides."""
+    return "commands" if hook == COMMANDS else hook.removeprefix("grefine_")
 
 
 def cmd_delegate(main_fn: Any, rest: list[str]) -> int:

@@ -41,6 +41,17 @@ if TYPE_CHECKING:
 
 
 @hookspec(historic=True)
+def grefine_add_hookspecs(pluginmanager: Any) -> None:
+    """Add hooks of a plugin's own (pytest's ``addhooks`` pattern): call
+    ``pluginmanager.add_hookspecs(module)`` with a module of ``@hookspec`` functions. Called once
+    per plugin, right after it is registered (historic), before the host checks that every
+    implemented hook has a spec. The evaluation's ``grefine_metrics`` hook is added this way.
+
+    :returns: nothing; the return value is ignored.
+    """
+
+
+@hookspec(historic=True)
 def grefine_configure(config: GRefineConfig) -> None:
     """Receive the validated configuration once, before the first run.
 
@@ -221,20 +232,4 @@ def grefine_register_commands() -> dict[str, tuple[str, Any]]:
     plugin already uses is an error naming both.
 
     :returns: the commands this plugin adds.
-    """
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@hookspec
-def grefine_metrics(config: GRefineConfig) -> list[Any]:
-    """Register image-quality metrics for ``grefine eval``.
-
-    :param config: the evaluation's configuration: a plugin reads its options from it (e.g.
-        ``config.plugins["metrics"]``), never from state kept between calls.
-
-    :returns: a list of :class:`grefine_core.metrics.Metric` objects (name, direction, whether
-        it needs a mask / reference, a callable). Metrics whose weights are missing should still be
-        returned and report themselves unavailable with the reason.
     """

@@ -118,6 +118,8 @@ class PluginHost:
     ) -> None:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
+        # Plugins add hooks of their own as they register (historic: later ones too).
+        self.pm.hook.grefine_add_hookspecs.call_historic(kwargs={"pluginmanager": self.pm})
         self.infos: dict[str, PluginInfo] = {}
         #: ``{section: plugin}``, filled by :meth:`settings_models`.
         self.settings_owners: dict[str, str] = {}

@@ -283,3 +283,32 @@ def test_plugin_authors_need_one_import():
         "ConfigError",
     ):
         assert name in grefine_core.__all__ and getattr(grefine_core, name) is not None, name
+
+
+def test_a_plugin_adds_hooks_of_its_own_that_other_plugins_implement():
+    import types
+
+    from grefine_core.markers import hookimpl, hookspec
+    from grefine_core.plugins import PluginHost
+
+    specs = types.ModuleType("my_specs")
+
+    @hookspec
+    def my_thing(x):
+        """A hook a plugin defines. :returns: anything."""
+
+    specs.my_thing = my_thing
+
+    class Definer:
+        @hookimpl
+        def grefine_add_hookspecs(self, pluginmanager):
+            pluginmanager.add_hookspecs(specs)
+
+    class User:
+        @hookimpl
+        def my_thing(self, x):
+            return x * 2
+
+    # The implementer registers before the definer: still valid once the spec arrives.
+    host = PluginHost(extra_plugins={"a_user": User(), "b_definer": Definer()})
+    assert host.pm.hook.my_thing(x=21) == [42]

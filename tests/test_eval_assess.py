@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from grefine_metrics import eval_cli
 from grefine_metrics.assess import evaluate_assess, read_mos_csv
+from grefine_metrics.registry import Metric, MetricRegistry
 from grefine_metrics.stats import correlations, fit_logistic4, logistic4, plcc, plcc_logistic, srcc
 from PIL import Image
 
 from grefine_core.errors import InputError, UsageError
-from grefine_core.metrics import Metric, MetricRegistry
 
 N = 40
 TARGET_R = 0.6

@@ -14,10 +14,10 @@ from grefine_metrics import eval_cli
 from grefine_metrics.catalog import offline_metrics
 from grefine_metrics.evaluate import evaluate_refine, method_labels
 from grefine_metrics.manifest import read_manifest
+from grefine_metrics.registry import Metric, MetricRegistry
 from PIL import Image
 
 from grefine_core.errors import InputError, MissingWeightsError
-from grefine_core.metrics import Metric, MetricRegistry
 
 MASK = (slice(8, 24), slice(8, 24))
 

@@ -19,6 +19,8 @@ _EXPORTS = {
     "evaluate_assess": "grefine_metrics.assess",
     "read_mos_csv": "grefine_metrics.assess",
     "build_metrics": "grefine_metrics.catalog",
+    "Metric": "grefine_metrics.registry",
+    "MetricRegistry": "grefine_metrics.registry",
     "offline_metrics": "grefine_metrics.catalog",
     "MetricsSettings": "grefine_metrics.settings",
     "default_run_method": "grefine_metrics.runner",

@@ -6,9 +6,9 @@ from typing import Any
 
 from PIL import Image
 
-from grefine_core.metrics import Metric
 from grefine_metrics import brisque, niqe, optional
 from grefine_metrics.fidelity import color_shift, masked_fraction, psnr_outside, ssim_outside
+from grefine_metrics.registry import Metric
 from grefine_metrics.seam import seam_strength
 from grefine_metrics.settings import MetricsSettings
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grefine_core.errors import GRefineError, UsageError
-from grefine_core.metrics import Metric, MetricRegistry
+from grefine_metrics.registry import Metric, MetricRegistry
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from PIL import Image, UnidentifiedImageError
 
 from grefine_core import atomic as _atomic
 from grefine_core.errors import InputError, MissingWeightsError, PluginError, UsageError
-from grefine_core.metrics import Metric
 from grefine_metrics.manifest import ManifestItem
+from grefine_metrics.registry import Metric
 from grefine_metrics.report import contact_sheet, plot_metric, render_table
 from grefine_metrics.results import ResultRow, read_rows, summarise, write_rows
 

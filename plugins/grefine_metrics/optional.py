@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from grefine_core.errors import MissingWeightsError
-from grefine_core.metrics import Metric
+from grefine_metrics.registry import Metric
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "GREFINE_OFFLINE")
 

@@ -15,10 +15,17 @@ from pydantic import ValidationError
 from grefine_core.config import format_validation_error
 from grefine_core.errors import ConfigError
 from grefine_core.markers import hookimpl
-from grefine_core.metrics import Metric
+from grefine_metrics.registry import Metric
 from grefine_metrics.settings import MetricsSettings
 
 SECTION = "metrics"
+
+
+@hookimpl
+def grefine_add_hookspecs(pluginmanager: Any) -> None:
+    from grefine_metrics import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def eval_main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from grefine_core import atomic as _atomic
-from grefine_core.metrics import Metric
+from grefine_metrics.registry import Metric
 
 NEGATIVE_MARK = "†"
 

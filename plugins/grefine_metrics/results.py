@@ -18,7 +18,7 @@ from typing import Any
 
 from grefine_core import atomic as _atomic
 from grefine_core.errors import InputError
-from grefine_core.metrics import Metric
+from grefine_metrics.registry import Metric
 
 CSV_COLUMNS = ("method", "image", "metric", "before", "after", "delta")
 

@@ -155,7 +155,7 @@ class MetricRegistry:
             for item in group:
                 if not isinstance(item, Metric):
                     raise PluginError(
-                        "grefine_metrics(config) must return a list of grefine_core.metrics.Metric; "
+                        "grefine_metrics(config) must return a list of grefine_metrics.Metric; "
                         f"got an item of type {type(item).__name__}: {item!r}"
                     )
                 registry.add(item)
