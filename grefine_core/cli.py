@@ -299,7 +299,7 @@ def _config(args: argparse.Namespace):
 
 
 def _items(args: argparse.Namespace):
-    from grefine_core.inputs import check_image_path, expand_inputs, fill_prompts
+    from grefine_core.inputs import expand_inputs, fill_prompts
     from grefine_core.manifest import read_manifest
 
     from_metadata = getattr(args, "prompt_from_metadata", False)
@@ -322,10 +322,7 @@ def _items(args: argparse.Namespace):
             "--prompt is required when images are given as arguments (or use --prompt-file, "
             "--prompt-from-metadata, or give a folder with <stem>.txt sidecars)"
         )
-    for image in args.images:
-        if not Path(image).is_dir():
-            check_image_path(image)
-    items = expand_inputs(args.images, args.prompt or "")
+    items = expand_inputs(args.images, args.prompt or "")  # checks every path (check_image_path)
     if args.prompt is not None:
         return items
     return fill_prompts(items, from_metadata=True, sidecars=True)
