@@ -39,8 +39,8 @@ def main() -> None:
     import numpy as np
     import torch
     from bench_aq_text import build_vitb16_clip
-    from grefine_clip import PerceptualQuality, load_pq_prompts
-    from grefine_clip.pq import PQPrompts
+    from grefine_quality import PerceptualQuality, load_pq_prompts
+    from grefine_quality.pq import PQPrompts
     from PIL import Image
 
     from grefine_core.errors import MissingWeightsError

@@ -97,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import onnxruntime as ort
     import torch
-    from grefine_clip import AlignmentQuality, PerceptualQuality, SurgeryCLIP, load_pq_prompts
+    from grefine_clip import SurgeryCLIP
     from grefine_clip.loading import build_clip
     from grefine_clip.model import VIT_B_16_CONFIG
-    from grefine_clip.pq import PQPrompts
     from grefine_clip.settings import ClipSettings
     from grefine_onnx.runtime import load_onnx_clip
     from grefine_onnx.settings import OnnxSettings
+    from grefine_quality import AlignmentQuality, PerceptualQuality, load_pq_prompts
+    from grefine_quality.pq import PQPrompts
     from PIL import Image
     from safetensors.torch import save_file
 

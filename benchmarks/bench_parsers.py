@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 
 def load_prompts(path: str | None) -> list[str]:
     if path is None:
-        from grefine_core.shared_data import shared_path
+        from grefine_core.testing.shared_data import shared_path
 
         found = shared_path("data", "prompts", "PartiPrompts.tsv")
         if found is None:

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from grefine_quality import ops
+from grefine_quality.ensemble import TextEnsemble
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -96,7 +98,8 @@ def _median_time(fn: Callable[[], Any], device: str, reps: int, warmup: int = 2)
 def parity_clip(device: str, shared: Path, parity: Parity) -> None:
     """The CLIP Surgery and PQ-Map fixtures (docs/indicators.md) on ``device``, in float32."""
     import torch
-    from grefine_clip import PerceptualQuality, SurgeryCLIP, load_pq_prompts
+    from grefine_clip import SurgeryCLIP
+    from grefine_quality import PerceptualQuality, load_pq_prompts
     from PIL import Image
 
     fx = shared / "fixtures" / "clip_surgery"
@@ -121,20 +124,20 @@ def parity_clip(device: str, shared: Path, parity: Parity) -> None:
             ("visual_transformer_out_ori", x_ori),
             ("image_features_raw", raw := clip.encode_image(x)),
             ("plain_clip_image_tokens", clip.encode_image(x, surgery=False)),
-            ("image_features_tokennorm", fn := clip.normalise_tokens(raw)),
+            ("image_features_tokennorm", fn := ops.normalise_tokens(raw)),
         ):
             parity.check(f"{name}/{key}", value, exp[key], atol(name, key))
-        ens = clip.encode_text_ensemble(["cat", "dog", "tree"])
-        red = clip.redundant_feature()
+        ens = TextEnsemble(clip).encode(["cat", "dog", "tree"])
+        red = TextEnsemble(clip).redundant()
         sims = {
             "raw": fn @ ens.t(),
-            "fs_auto": clip.feature_surgery(fn, ens),
-            "fs_redundant": clip.feature_surgery(fn, ens, red),
-            "fs_single": clip.feature_surgery(fn, ens[:1], red),
+            "fs_auto": ops.feature_surgery(fn, ens),
+            "fs_redundant": ops.feature_surgery(fn, ens, red),
+            "fs_single": ops.feature_surgery(fn, ens[:1], red),
         }
         for key, sim in sims.items():
             parity.check(f"{name}/sim_{key}", sim, exp[f"sim_{key}"], atol(name, f"sim_{key}"))
-            maps = clip.similarity_map(sim[:, 1:], size=(h, w))
+            maps = ops.similarity_map(sim[:, 1:], size=(h, w))
             parity.check(f"{name}/map_{key}", maps, exp[f"map_{key}"], atol(name, f"map_{key}"))
         r = PerceptualQuality(clip, prompts, compat="reference")(image)
         parity.check(
@@ -155,12 +158,11 @@ def parity_clip(device: str, shared: Path, parity: Parity) -> None:
 
     tokens = torch.from_numpy(txt["plain_prompt_tokens"])
     plain_prompts = ["a photo of a cat.", "a photo of a dog.", "high quality", "low quality"]
-    clip.text_cache.clear()
     for key, value in (
         ("plain_prompt_text_features_cs", clip.encode_text(tokens)),
         ("plain_prompt_text_features_plain", clip.encode_text(plain_prompts, cut=False)),
-        ("ensemble_text_features", clip.encode_text_ensemble(["cat", "dog", "tree"])),
-        ("redundant_features_empty", clip.redundant_feature()),
+        ("ensemble_text_features", TextEnsemble(clip).encode(["cat", "dog", "tree"])),
+        ("redundant_features_empty", TextEnsemble(clip).redundant()),
     ):
         parity.check(f"text/{key}", value, txt[key], atol("text", key))
     pq_text = np.load(fx / "expected" / "pq_text.npz")
@@ -214,12 +216,13 @@ def parity_onnx(device: str, shared: Path, parity: Parity) -> None:
     import tempfile
 
     import torch
-    from grefine_clip import PerceptualQuality, SurgeryCLIP, load_pq_prompts
+    from grefine_clip import SurgeryCLIP
     from grefine_clip.loading import build_clip
     from grefine_clip.model import VIT_B_16_CONFIG
     from grefine_clip.settings import ClipSettings
     from grefine_onnx.runtime import load_onnx_clip
     from grefine_onnx.settings import OnnxSettings
+    from grefine_quality import PerceptualQuality, load_pq_prompts
     from PIL import Image
     from safetensors.torch import save_file
 
@@ -237,7 +240,7 @@ def parity_onnx(device: str, shared: Path, parity: Parity) -> None:
     txt = np.load(fx / "expected" / "text.npz")
     parity.check(
         "onnx/text/ensemble_text_features",
-        onnx_clip.encode_text_ensemble(["cat", "dog", "tree"]),
+        TextEnsemble(onnx_clip).encode(["cat", "dog", "tree"]),
         txt["ensemble_text_features"],
         float(manifest["arrays"]["expected/text.npz"]["ensemble_text_features"]["atol"]),
     )
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from diffusers.utils import logging as diffusers_logging
 
-    from grefine_core.shared_data import ENV_VAR, shared_path
+    from grefine_core.testing.shared_data import ENV_VAR, shared_path
 
     # Casting random-weight models with .to(dtype) is intended here; keep the log to results.
     diffusers_logging.set_verbosity_error()

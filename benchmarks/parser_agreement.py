@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     path = args.tsv
     if path is None:
-        from grefine_core.shared_data import shared_path
+        from grefine_core.testing.shared_data import shared_path
 
         path = shared_path("data", "prompts", "PartiPrompts.tsv")
         if path is None:

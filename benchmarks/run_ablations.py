@@ -21,7 +21,7 @@ OFFLINE_METRICS = "psnr_outside,ssim_outside,masked_fraction,color_shift,seam_st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grefine_core.cli import main as grefine_main
+    from grefine_core.app.cli import main as grefine_main
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", default=str(HERE.parent / "examples" / "prompts.csv"))

@@ -16,6 +16,7 @@ import os as _os
 
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+from grefine_core.backbone import ClipBackbone
 from grefine_core.config import GRefineConfig, StrictModel, load_config
 from grefine_core.context import ModelCache, RunContext
 from grefine_core.errors import (
@@ -60,6 +61,7 @@ def __getattr__(name: str):
 __all__ = [
     "SLOTS",
     "AlignmentResult",
+    "ClipBackbone",
     "ConfigError",
     "Emphasis",
     "GRefine",

@@ -1,6 +1,6 @@
 """Atomic single files: written to a temporary file beside the target, then moved into place.
 
-One item's outputs (image, report, maps) are published together by :mod:`grefine_core.outputs`.
+One item's outputs (image, report, maps) are published together by :mod:`grefine_core.app.outputs` (the application).
 """
 
 from __future__ import annotations

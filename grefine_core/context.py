@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from grefine_core.backbone import ClipBackbone
     from grefine_core.config import GRefineConfig
 
 T = TypeVar("T")
@@ -36,9 +37,6 @@ class ModelCache:
     def __contains__(self, key: Any) -> bool:
         return key in self._items
 
-    def clear(self) -> None:
-        self._items.clear()
-
 
 @dataclass
 class RunContext:
@@ -50,6 +48,7 @@ class RunContext:
     :ivar seed: the seed of this run (base seed + item index).
     :ivar item_name: a name for the item (file stem), used in messages.
     :ivar prompt: the prompt of this run.
+    :ivar backbones: ``{name: factory}`` offered by the plugins (see :meth:`backbone`).
     """
 
     config: GRefineConfig
@@ -60,6 +59,7 @@ class RunContext:
     prompt: str = ""
     cache: dict[str, Any] = field(default_factory=dict)
     slot: str | None = None
+    backbones: dict[str, Callable[[RunContext], Any]] = field(default_factory=dict)
     _progress: Callable[[str, int, int], None] | None = None
 
     @property
@@ -89,6 +89,27 @@ class RunContext:
                 f"declared sections: {known}"
             ) from None
 
+    def backbone(self, name: str) -> ClipBackbone:
+        """The backbone ``name`` for this context's settings (a plugin's ``grefine_backbones``).
+
+        :raises ConfigError: no loaded plugin offers ``name``.
+        :raises PluginError: the factory returned something that is not a ``ClipBackbone``.
+        """
+        from grefine_core.backbone import ClipBackbone
+        from grefine_core.errors import ConfigError, PluginError
+
+        factory = self.backbones.get(name)
+        if factory is None:
+            known = ", ".join(sorted(self.backbones)) or "(none)"
+            raise ConfigError(f"no loaded plugin offers the backbone {name!r}; offered: {known}")
+        backbone = factory(self)
+        if not isinstance(backbone, ClipBackbone):
+            raise PluginError(
+                f"backbone {name!r}: the factory returned {type(backbone).__name__}, which lacks "
+                "members of grefine_core.ClipBackbone"
+            )
+        return backbone
+
     def progress(self, step: int, total: int) -> None:
         """Report that ``step`` of ``total`` units of the current slot are done."""
         if self._progress is not None and self.slot is not None:
@@ -99,11 +120,3 @@ class RunContext:
         import torch
 
         return torch.Generator("cpu").manual_seed(int(self.seed))
-
-
-def standalone_context(config: GRefineConfig | None = None, seed: int = 0) -> RunContext:
-    """A context for calling a plugin directly (tests, ``grefine parse``), with default settings."""
-    from grefine_core.config import GRefineConfig
-
-    cfg = config if config is not None else GRefineConfig()
-    return RunContext(config=cfg, models=ModelCache(), plugin_settings={}, seed=seed)

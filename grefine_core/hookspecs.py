@@ -22,9 +22,12 @@ from typing import TYPE_CHECKING, Any
 from grefine_core.markers import hookspec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from PIL.Image import Image
     from pydantic import BaseModel
 
+    from grefine_core.backbone import ClipBackbone
     from grefine_core.config import GRefineConfig
     from grefine_core.context import RunContext
     from grefine_core.types import (
@@ -216,6 +219,18 @@ def grefine_stage_end(context: RunContext, record: StageRecord) -> None:
     """Observer: a slot finished (ran, skipped or failed); ``record`` is its trace line.
 
     :returns: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def grefine_backbones() -> dict[str, Callable[[RunContext], ClipBackbone]]:
+    """Offer CLIP-shaped backbones (:class:`grefine_core.backbone.ClipBackbone`) by name:
+    ``{name: factory}``. ``factory(context)`` returns the backbone for the context's settings;
+    it should keep it in ``context.models`` under a key of every setting that shapes it, so that
+    every caller of one configuration shares one instance. Indicators get one with
+    ``context.backbone(name)``. A name two plugins offer with different factories is an error.
+
+    :returns: the backbones this plugin offers.
     """
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,19 @@ from grefine_core.config import ImageSettings
 from grefine_core.errors import InputError
 
 log = logging.getLogger(__name__)
+
+#: Largest text chunk read from an input (a larger one is ignored: not a prompt).
+MAX_CHUNK = 1 << 20
+
+
+def text_chunks(image: Any) -> dict[str, str]:
+    """The string entries of a PIL image's text chunks / info (PNG tEXt/iTXt/zTXt)."""
+    raw = getattr(image, "text", None)
+    if not isinstance(raw, Mapping):
+        raw = getattr(image, "info", {}) or {}
+    return {
+        str(k): v for k, v in raw.items() if isinstance(v, str) and len(v) <= MAX_CHUNK and k != ""
+    }
 
 
 @dataclass
@@ -33,15 +47,9 @@ class ImageInfo:
     text: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "original_size": list(self.original_size),
-            "original_mode": self.original_mode,
-            "size": list(self.size),
-            "downscaled": self.downscaled,
-            "exif_orientation": self.exif_orientation,
-            "text_chunks": sorted(self.text),
-        }
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        data["text_chunks"] = sorted(data.pop("text"))  # the names; the values stay in the image
+        return data
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -107,8 +115,6 @@ def load_image(
             f"image {label!r} is {w}x{h} ({w * h:,} pixels), more than the limit of "
             f"{settings.max_pixels_hard:,} (image.max_pixels_hard); downscale it first"
         )
-    from grefine_core.metadata import text_chunks
-
     chunks = text_chunks(original)
     orientation = exif_orientation(original)
     try:
@@ -123,14 +129,8 @@ def load_image(
     rgb, _ = fit_within(rgb, settings.max_side)
     upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
     if rgb.size != upright:  # a JPEG may already be decoded at a reduced scale
-        log.warning(
-            "image %s is %dx%d; downscaled to %dx%d (image.max_side = %d)",
-            label,
-            w,
-            h,
-            *rgb.size,
-            settings.max_side,
-        )
+        shown = (label, w, h, *rgb.size, settings.max_side)
+        log.warning("image %s is %dx%d; downscaled to %dx%d (image.max_side = %d)", *shown)
     if orientation in (5, 6, 7, 8):  # a quarter turn: the upright size is the stored one swapped
         w, h = h, w
     downscaled = rgb.size != (w, h)

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from pydantic import BaseModel, ValidationError
@@ -16,7 +16,6 @@ from grefine_core import validation
 from grefine_core.config import GRefineConfig, format_validation_error, load_config
 from grefine_core.context import ModelCache, RunContext
 from grefine_core.errors import ConfigError, GRefineError, InputError, PluginError, UsageError
-from grefine_core.fingerprint import Fingerprint
 from grefine_core.imageio import load_image
 from grefine_core.plugins import PluginHost, validate_names
 from grefine_core.result import PLUMBING_NOTICE, RefineResult
@@ -27,6 +26,9 @@ from grefine_core.types import (
     PerceptualResult,
     StageRecord,
 )
+
+if TYPE_CHECKING:
+    from grefine_core.app.fingerprint import Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,9 @@ class GRefine:
             [n for n in self.config.select.values() if n != "none"], "select", self.host.known
         )
         self.plugin_settings = self._validate_plugin_settings()
+        self.backbones = self.host.backbones()
         self.models = models if models is not None else ModelCache()
         self._current: RunContext | None = None
-        self._fingerprint_static: dict[str, Any] | None = None
         self._slots = {slot: self._resolve_slot(slot) for slot in SLOTS}
         self.host.hook.grefine_configure.call_historic(kwargs={"config": self.config})
         for notice in self.notices():
@@ -152,49 +154,28 @@ class GRefine:
     def fingerprint(
         self, image: ImageLike, prompt: str, seed: int | None, mode: str
     ) -> Fingerprint:
-        """Everything that shapes the output of this run (:mod:`grefine_core.fingerprint`),
-        computed without loading any model."""
-        from grefine_core.fingerprint import run_fingerprint, static_parts
+        """Everything that shapes the output of this run, computed without loading any model.
 
-        if self._fingerprint_static is None:  # the item-independent parts, once per pipeline
-            self._fingerprint_static = static_parts(self)
-        run_seed = self.config.seed if seed is None else int(seed)
-        return run_fingerprint(self, image, prompt, run_seed, mode, self._fingerprint_static)
+        A delegate of the application (:func:`grefine_core.app.fingerprint.pipeline_fingerprint`).
+        """
+        from grefine_core.app.fingerprint import pipeline_fingerprint
+
+        return pipeline_fingerprint(self, image, prompt, seed, mode)
 
     def refine_many(
-        self,
-        items: Iterable[Any],
-        out_dir: str | os.PathLike[str] | None = None,
-        *,
-        mode: str = "refine",
-        resume: bool = True,
-        keep_results: bool = False,
-        on_item: Any = None,
+        self, items: Iterable[Any], out_dir: str | os.PathLike[str] | None = None, **options: Any
     ) -> Any:
         """Run many items with the models loaded once; a failing item does not stop the batch.
 
-        :param items: :class:`~grefine_core.manifest.BatchItem` s or ``(image, prompt)`` pairs.
-        :param out_dir: save each result there (resumable on ``<name>.json``); ``None`` keeps them
-            in memory.
-        :returns: a :class:`~grefine_core.batch.BatchReport`.
-        """
-        from grefine_core.batch import run_batch
-        from grefine_core.manifest import BatchItem, unique_items
+        A delegate of the application: :func:`grefine_core.app.batch.run_batch` documents the
+        arguments (``mode``, ``resume``, ``keep_results``, ``on_item``). Results are saved in
+        ``out_dir`` (resumable) or kept in memory.
 
-        listed = list(items)
-        if all(isinstance(i, BatchItem) for i in listed):
-            batch = listed
-        else:
-            batch = unique_items([(img, prompt) for img, prompt in listed])
-        return run_batch(
-            self,
-            batch,
-            out_dir,
-            mode=mode,
-            resume=resume,
-            keep_results=keep_results,
-            on_item=on_item,
-        )
+        :returns: a :class:`~grefine_core.app.batch.BatchReport`.
+        """
+        from grefine_core.app.batch import run_batch
+
+        return run_batch(self, items, out_dir, **options)
 
     def parse(self, prompt: str) -> Any:
         """Run only the parser slot on ``prompt``.
@@ -219,6 +200,7 @@ class GRefine:
             seed=seed,
             item_name=name,
             prompt=prompt,
+            backbones=self.backbones,
             _progress=self._on_progress,
         )
 

@@ -13,7 +13,7 @@ import importlib.metadata as md
 import inspect
 import logging
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,9 +42,6 @@ SLOT_HOOKS: dict[str, str] = {
     "stage2": "grefine_refine_stage2",
 }
 assert tuple(SLOT_HOOKS) == SLOTS
-
-#: Plugins registered in-process for tests (see :func:`grefine_core.testing.registered_plugin`).
-_EXTRA_PLUGINS: dict[str, Any] = {}
 
 
 @dataclass
@@ -87,11 +84,6 @@ def _ep_source(ep: md.EntryPoint) -> tuple[str, str | None]:
     return f"entry point ({name})", dist.version
 
 
-def known_plugin_names() -> list[str]:
-    """Names of every plugin that could be loaded (entry points and in-process registrations)."""
-    return sorted({ep.name for ep in _entry_points()} | set(_EXTRA_PLUGINS))
-
-
 def validate_names(names: Iterable[str], what: str, known: Iterable[str]) -> None:
     """Raise :class:`UsageError` when a name in ``names`` is not a known plugin."""
     known_set = set(known)
@@ -125,7 +117,7 @@ class PluginHost:
         self.settings_owners: dict[str, str] = {}
         #: ``{plugin: sections it declares}`` (filled by :meth:`settings_models`).
         self.sections_by_plugin: dict[str, set[str]] = {}
-        extras = {**_EXTRA_PLUGINS, **(extra_plugins or {})}
+        extras = dict(extra_plugins or {})
         eps = _entry_points()
         self.known = sorted({ep.name for ep in eps} | set(extras))
         disabled = list(dict.fromkeys(disable))
@@ -133,37 +125,29 @@ class PluginHost:
         for name in disabled:
             self.pm.set_blocked(name)
 
-        for ep in eps:
-            if ep.name in extras:
-                continue  # an in-process registration overrides an entry point of the same name
-            source, version = _ep_source(ep)
-            info = PluginInfo(ep.name, ep.value, source, version, "loaded")
-            self.infos[ep.name] = info
-            if ep.name in disabled:
+        # An in-process registration overrides an entry point of the same name.
+        candidates = [
+            (ep.name, ep.value, *_ep_source(ep), ep.load) for ep in eps if ep.name not in extras
+        ]
+        for name, plugin in extras.items():
+            module = str(getattr(plugin, "__name__", type(plugin).__name__))
+            version = getattr(plugin, "__version__", None)
+            candidates.append((name, module, "registered", version, lambda p=plugin: p))
+        for name, where, source, version, load in candidates:
+            info = self.infos[name] = PluginInfo(name, where, source, version, "loaded")
+            if name in disabled:
                 info.status, info.reason = "disabled", "disabled by configuration"
                 continue
             try:
-                plugin = ep.load()
+                plugin = load()
             except Exception as e:  # noqa: BLE001 - any import error of a third-party plugin
                 if strict:
                     raise PluginError(
-                        f"plugin {ep.name!r} ({ep.value}) failed to import: {e}", plugin=ep.name
+                        f"plugin {name!r} ({where}) failed to import: {e}", plugin=name
                     ) from e
                 info.status, info.reason = "failed", f"{type(e).__name__}: {e}"
-                log.warning(
-                    "plugin %r (%s) failed to import and was skipped: %s", ep.name, ep.value, e
-                )
+                log.warning("plugin %r (%s) failed to import and was skipped: %s", name, where, e)
                 log.debug("%s", traceback.format_exc())
-                continue
-            self._register(ep.name, plugin, info)
-
-        for name, plugin in extras.items():
-            module = getattr(plugin, "__name__", type(plugin).__name__)
-            version = getattr(plugin, "__version__", None)
-            info = PluginInfo(name, str(module), "registered", version, "loaded")
-            self.infos[name] = info
-            if name in disabled:
-                info.status, info.reason = "disabled", "disabled by configuration"
                 continue
             self._register(name, plugin, info)
 
@@ -212,9 +196,6 @@ class PluginHost:
         """The pluggy hook relay (for observer hooks, called on every plugin)."""
         return self.pm.hook
 
-    def is_loaded(self, name: str) -> bool:
-        return self.infos.get(name) is not None and self.infos[name].status == "loaded"
-
     def implementers(self, slot: str) -> list[str]:
         """Loaded plugins that implement ``slot``."""
         return sorted(n for n, i in self.infos.items() if i.status == "loaded" and slot in i.slots)
@@ -244,47 +225,63 @@ class PluginHost:
         others = [p for _, p in self.pm.list_name_plugin() if p is not keep]
         return self.pm.subset_hook_caller(SLOT_HOOKS[slot], remove_plugins=others)
 
-    def settings_models(self) -> dict[str, type]:
-        """``{section: model}`` declared by the loaded plugins; a clash between two plugins is an error."""
-        from pydantic import BaseModel
-
-        models: dict[str, type] = {}
-        owners: dict[str, str] = {}
-        by_plugin: dict[str, set[str]] = {}
-        for impl in self.pm.hook.grefine_settings_models.get_hookimpls():
+    def _declared(
+        self, hook: str, key_kind: str, expected: str, check: Callable[[Any], bool], shown: str
+    ) -> dict[str, tuple[Any, str]]:
+        """``{key: (value, plugin)}`` from every implementation of a ``{key: value}`` hook, each
+        value checked; a key that two plugins declare with different values is an error."""
+        out: dict[str, tuple[Any, str]] = {}
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            plugin = impl.plugin_name
             try:
                 declared = impl.function() or {}
             except Exception as e:  # noqa: BLE001 - a third-party plugin's bug, named
                 raise PluginError(
-                    f"plugin {impl.plugin_name!r} failed in grefine_settings_models(): "
-                    f"{type(e).__name__}: {e}",
-                    plugin=impl.plugin_name,
+                    f"plugin {plugin!r} failed in {hook}(): {type(e).__name__}: {e}", plugin=plugin
                 ) from e
             if not isinstance(declared, Mapping):
                 raise PluginError(
-                    f"plugin {impl.plugin_name!r}: grefine_settings_models() must return "
-                    f"{{section: pydantic model class}}, got {type(declared).__name__}",
-                    plugin=impl.plugin_name,
+                    f"plugin {plugin!r}: {hook}() must return {{{key_kind}: {expected}}}, got "
+                    f"{type(declared).__name__}",
+                    plugin=plugin,
                 )
-            for section, model in declared.items():
-                if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            for key, value in declared.items():
+                if not check(value):
                     raise PluginError(
-                        f"plugin {impl.plugin_name!r}: settings section {section!r} must map to a "
-                        f"pydantic model class (subclass grefine_core.config.StrictModel), got "
-                        f"{model!r}",
-                        plugin=impl.plugin_name,
+                        f"plugin {plugin!r}: {key_kind} {key!r} must map to {expected}, got "
+                        f"{value!r}",
+                        plugin=plugin,
                     )
-                if section in models and models[section] is not model:
+                if key in out and out[key][0] is not value:
                     raise ConfigError(
-                        f"plugins {owners[section]!r} and {impl.plugin_name!r} both declare "
-                        f"settings section [plugins.{section}] with different models"
+                        f"plugins {out[key][1]!r} and {plugin!r} both declare {key_kind} "
+                        f"{shown.format(key)} with different values"
                     )
-                models[section] = model
-                owners.setdefault(section, impl.plugin_name)
-                by_plugin.setdefault(impl.plugin_name, set()).add(section)
-        self.settings_owners = owners
-        self.sections_by_plugin = by_plugin
-        return models
+                out.setdefault(key, (value, plugin))
+        return out
+
+    def settings_models(self) -> dict[str, type]:
+        """``{section: model}`` declared by the loaded plugins; a clash between two plugins is an
+        error. Also fills :attr:`settings_owners` and :attr:`sections_by_plugin`."""
+        from pydantic import BaseModel
+
+        declared = self._declared(
+            "grefine_settings_models",
+            "settings section",
+            "a pydantic model class (subclass grefine_core.StrictModel)",
+            lambda m: isinstance(m, type) and issubclass(m, BaseModel),
+            "[plugins.{}]",
+        )
+        self.settings_owners = {section: owner for section, (_, owner) in declared.items()}
+        self.sections_by_plugin = {}
+        for section, owner in self.settings_owners.items():
+            self.sections_by_plugin.setdefault(owner, set()).add(section)
+        return {section: model for section, (model, _) in declared.items()}
+
+    def backbones(self) -> dict[str, Callable[..., Any]]:
+        """``{name: factory}`` of the backbones the loaded plugins offer (``grefine_backbones``)."""
+        declared = self._declared("grefine_backbones", "backbone", "a factory", callable, "{!r}")
+        return {name: factory for name, (factory, _) in declared.items()}
 
     def report(self) -> list[PluginInfo]:
         """Every known plugin with its status, for ``grefine plugins``."""

@@ -7,7 +7,7 @@ Maps are always ``float32`` arrays of shape ``(H, W)`` of the *input* image (row
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -63,13 +63,7 @@ class Phrase:
     noun_span: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "noun": self.noun,
-            "span": list(self.span),
-            "parent": self.parent,
-            "noun_span": list(self.noun_span) if self.noun_span else None,
-        }
+        return _jsonable(asdict(self))  # tuples become lists
 
 
 @dataclass
@@ -95,9 +89,6 @@ class ParsedPrompt:
             "info": _jsonable(self.info),
             "phrases": [p.to_dict() for p in self.phrases],
         }
-
-    def roots(self) -> list[int]:
-        return [i for i, p in enumerate(self.phrases) if p.parent == i]
 
 
 @dataclass
@@ -196,16 +187,7 @@ class StageRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "slot": self.slot,
-            "plugin": self.plugin,
-            "version": self.version,
-            "status": self.status,
-            "seconds": round(self.seconds, 4),
-            "seed": self.seed,
-            "reason": self.reason,
-            "info": _jsonable(self.info),
-        }
+        return {**_jsonable(asdict(self)), "seconds": round(self.seconds, 4)}
 
 
 def _jsonable(value: Any) -> Any:

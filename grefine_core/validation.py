@@ -10,31 +10,24 @@ from grefine_core.errors import PluginError
 from grefine_core.types import AlignmentResult, MaskResult, PerceptualResult, StageOutput
 
 
+def _returned(plugin: str, slot: str, what: str) -> PluginError:
+    """``plugin 'x' (slot 'y') returned <what>``, attributed to the plugin and the slot."""
+    return PluginError(f"plugin {plugin!r} (slot {slot!r}) returned {what}", plugin, slot)
+
+
 def check_map(values: Any, shape: tuple[int, int], what: str, plugin: str, slot: str) -> np.ndarray:
     """A float32 ``(H, W)`` map, finite, within [0, 1] (tiny float overshoot is clipped)."""
     arr = np.asarray(values)
     if arr.shape != shape:
-        raise PluginError(
-            f"plugin {plugin!r} (slot {slot!r}) returned {what} of shape {arr.shape}; "
-            f"expected (H, W) = {shape}",
-            plugin=plugin,
-            slot=slot,
-        )
+        raise _returned(plugin, slot, f"{what} of shape {arr.shape}; expected (H, W) = {shape}")
     arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
-        raise PluginError(
-            f"plugin {plugin!r} (slot {slot!r}) returned {what} with {bad} NaN/inf values",
-            plugin=plugin,
-            slot=slot,
-        )
+        raise _returned(plugin, slot, f"{what} with {bad} NaN/inf values")
     lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise PluginError(
-            f"plugin {plugin!r} (slot {slot!r}) returned {what} with values in [{lo:.4g}, {hi:.4g}]; "
-            "expected [0, 1]",
-            plugin=plugin,
-            slot=slot,
+        raise _returned(
+            plugin, slot, f"{what} with values in [{lo:.4g}, {hi:.4g}]; expected [0, 1]"
         )
     return arr.clip(0.0, 1.0)
 
@@ -44,28 +37,15 @@ def check_score(value: Any, what: str, plugin: str, slot: str) -> float:
     try:
         score = float(value)
     except (TypeError, ValueError):
-        raise PluginError(
-            f"plugin {plugin!r} (slot {slot!r}) returned {what} = {value!r}; expected a number",
-            plugin=plugin,
-            slot=slot,
-        ) from None
+        raise _returned(plugin, slot, f"{what} = {value!r}; expected a number") from None
     if not np.isfinite(score) or score < -1e-6 or score > 1 + 1e-6:
-        raise PluginError(
-            f"plugin {plugin!r} (slot {slot!r}) returned {what} = {score!r}; expected [0, 1]",
-            plugin=plugin,
-            slot=slot,
-        )
+        raise _returned(plugin, slot, f"{what} = {score!r}; expected [0, 1]")
     return min(max(score, 0.0), 1.0)
 
 
 def _check_type(value: Any, cls: type, plugin: str, slot: str) -> None:
     if not isinstance(value, cls):
-        raise PluginError(
-            f"plugin {plugin!r} (slot {slot!r}) returned {type(value).__name__}; "
-            f"expected {cls.__name__}",
-            plugin=plugin,
-            slot=slot,
-        )
+        raise _returned(plugin, slot, f"{type(value).__name__}; expected {cls.__name__}")
 
 
 def check_perceptual(r: Any, shape: tuple[int, int], plugin: str) -> PerceptualResult:
@@ -96,11 +76,8 @@ def check_mask(r: Any, shape: tuple[int, int], plugin: str) -> MaskResult:
     r.soft = check_map(r.soft, shape, "the soft mask", plugin, "fuser")
     binary = np.asarray(r.binary)
     if binary.shape != shape:
-        raise PluginError(
-            f"plugin {plugin!r} (slot 'fuser') returned a binary mask of shape {binary.shape}; "
-            f"expected (H, W) = {shape}",
-            plugin=plugin,
-            slot="fuser",
+        raise _returned(
+            plugin, "fuser", f"a binary mask of shape {binary.shape}; expected (H, W) = {shape}"
         )
     r.binary = binary.astype(bool)
     r.fraction = float(r.binary.mean()) if r.binary.size else 0.0
@@ -111,18 +88,10 @@ def check_stage(r: Any, size: tuple[int, int], plugin: str, slot: str) -> StageO
     _check_type(r, StageOutput, plugin, slot)
     image = r.image
     if not hasattr(image, "size") or not hasattr(image, "mode"):
-        raise PluginError(
-            f"plugin {plugin!r} (slot {slot!r}) returned {type(image).__name__} as image; "
-            "expected a PIL image",
-            plugin=plugin,
-            slot=slot,
-        )
+        raise _returned(plugin, slot, f"{type(image).__name__} as image; expected a PIL image")
     if tuple(image.size) != tuple(size):
-        raise PluginError(
-            f"plugin {plugin!r} (slot {slot!r}) returned an image of size {image.size}; "
-            f"expected the input size {size} (W, H)",
-            plugin=plugin,
-            slot=slot,
+        raise _returned(
+            plugin, slot, f"an image of size {image.size}; expected the input size {size} (W, H)"
         )
     if image.mode != "RGB":
         r.image = image.convert("RGB")

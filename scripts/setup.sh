@@ -10,5 +10,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/python" -m pip install --quiet -e ".[dev]" -e ./examples/grefine-example-refiner
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]" -e ./examples/grefine-example-refiner -e ./examples/grefine-example-parser
 echo "grefine installed in $VENV"

@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _shared(*parts: str) -> Path:
-    from grefine_core.shared_data import ENV_VAR, shared_path
+    from grefine_core.testing.shared_data import ENV_VAR, shared_path
 
     p = shared_path(*parts)
     if p is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from grefine_clip.aq_logic import emphasise, resolve_alignment, scored_indices
+from grefine_quality.aq_logic import emphasise, resolve_alignment, scored_indices
 
 from grefine_core.errors import ConfigError
 from grefine_core.types import ParsedPrompt, Phrase

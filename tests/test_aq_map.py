@@ -53,14 +53,13 @@ def cat_dog_tree() -> ParsedPrompt:
 @pytest.mark.parametrize("name", IMAGES)
 def test_redundant_surgery_maps_reproduce_fixture(clip, clip_fixture_dir, name):
     """The "" redundant feature surgery of CLIP Surgery, through AlignmentQuality."""
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     exp = np.load(clip_fixture_dir / "expected" / f"{name}.npz")
     txt = np.load(clip_fixture_dir / "expected" / "text.npz")
     image = Image.open(clip_fixture_dir / "images" / f"{name}.png")
     size = (image.height, image.width)
     aq = AlignmentQuality(clip)
-    clip.text_cache.clear()
     text, redundant = aq.text_features(["cat", "dog", "tree"])
     np.testing.assert_allclose(text.numpy(), txt["ensemble_text_features"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(
@@ -86,7 +85,7 @@ def test_redundant_surgery_maps_reproduce_fixture(clip, clip_fixture_dir, name):
 
 
 def test_score_defects_and_emphasis(clip, clip_fixture_dir):
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     image = Image.open(clip_fixture_dir / "images" / "noise_224.png")
     prompt = "a red hat on a small dog"
@@ -105,7 +104,7 @@ def test_score_defects_and_emphasis(clip, clip_fixture_dir):
 
 def test_controlled_merges(clip, clip_fixture_dir):
     """a_bound = 1 makes every noun "missing": each phrase uses its parent's noun map."""
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     image = Image.open(clip_fixture_dir / "images" / "gradient_256.png")
     parsed = cat_dog_tree()
@@ -129,7 +128,7 @@ def test_controlled_merges(clip, clip_fixture_dir):
 
 
 def test_prompt_without_nouns(clip):
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     parsed = ParsedPrompt(
         prompt="very very beautiful",
@@ -142,31 +141,31 @@ def test_prompt_without_nouns(clip):
 
 
 def test_one_batched_text_pass_and_cache(clip, monkeypatch):
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     calls: list[list[str]] = []
-    original = clip._ensemble_uncached
+    original = clip.encode_texts
 
-    def spy(texts, templates, max_tokens):
+    def spy(texts):
         calls.append(list(texts))
-        return original(texts, templates, max_tokens)
+        return original(texts)
 
-    monkeypatch.setattr(clip, "_ensemble_uncached", spy)
-    clip.text_cache.clear()
+    monkeypatch.setattr(clip, "encode_texts", spy)
     aq = AlignmentQuality(clip)
     parsed = parse_by_hand(
         "a red hat on a small dog", [("red hat", "hat", 0), ("small dog", "dog", 0)]
     )
     image = Image.new("RGB", (40, 40), (90, 90, 200))
     first = aq(image, parsed)
-    assert calls == [["red hat", "small dog", "hat", "dog", "a red hat on a small dog", ""]]
+    texts = ["red hat", "small dog", "hat", "dog", "a red hat on a small dog", ""]
+    assert calls == [[t.replace("{}", x) for x in texts for t in clip.templates]]
     second = aq(image, parsed)
     assert len(calls) == 1  # warm: served from the LRU cache
     assert second.score == first.score
 
 
 def test_reference_compat_changes_normalisation(clip, clip_fixture_dir):
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     image = Image.open(clip_fixture_dir / "images" / "gradient_256.png")
     paper = AlignmentQuality(clip)(image, cat_dog_tree())
@@ -176,7 +175,7 @@ def test_reference_compat_changes_normalisation(clip, clip_fixture_dir):
 
 
 def test_bad_arguments(clip):
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     from grefine_core.errors import ConfigError, InputError
 
@@ -189,21 +188,15 @@ def test_bad_arguments(clip):
 
 
 def test_plugins_share_one_image_forward(pq_embeddings_dir, monkeypatch):
-    from grefine_clip import alignment_plugin, perceptual_plugin
     from grefine_clip.runtime import get_clip
-    from grefine_clip.settings import AQSettings, ClipSettings, PQSettings
+    from grefine_quality.clip_aq import plugin as alignment_plugin
+    from grefine_quality.clip_pq import plugin as perceptual_plugin
 
     from grefine_core.config import load_config
-    from grefine_core.context import ModelCache, RunContext
+    from grefine_core.testing import pipeline_context
 
     monkeypatch.setenv("GREFINE_PQ_DIR", str(pq_embeddings_dir))
-    cfg = load_config(preset="tiny", environ={})
-    settings = {
-        "clip": ClipSettings.model_validate(cfg.plugins["clip"]),
-        "pq": PQSettings.model_validate(cfg.plugins["pq"]),
-        "aq": AQSettings.model_validate(cfg.plugins["aq"]),
-    }
-    ctx = RunContext(config=cfg, models=ModelCache(), plugin_settings=settings)
+    ctx = pipeline_context(load_config(preset="tiny", environ={}))
     backbone = get_clip(ctx)
     encoded = []
     original = backbone.encode_image

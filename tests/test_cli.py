@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from grefine_core.cli import main
+from grefine_core.app.cli import main
 from grefine_core.testing import (
     RaisingPlugin,
     fake_select_args,
@@ -206,10 +206,9 @@ def test_debug_shows_the_traceback(fakes, image, tmp_path):
 def test_plugins_lists_builtin_and_registered_plugins(fakes, capsys):
     assert main(["plugins", "--json"]) == 0
     infos = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
-    assert (
-        infos["fake_stage1"]["slots"] == ["stage1"]
-        and infos["fake_stage1"]["source"] == "registered"
-    )
+    assert infos["fake_stage1"]["slots"] == ["stage1"] and infos["fake_stage1"][
+        "source"
+    ].startswith("entry point (grefine-registered-")
     assert infos["nltk"]["source"] == "builtin"
     assert {"status", "version", "slots", "source", "reason"} <= set(infos["nltk"])
     assert main(["plugins"]) == 0

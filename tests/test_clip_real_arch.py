@@ -98,7 +98,7 @@ def test_open_clip_name_with_cached_weights(vitb16, inputs, monkeypatch):
 
 def test_pq_on_vitb16(clip_from_file, pq_embeddings_dir):
     import numpy as np
-    from grefine_clip import PerceptualQuality, load_pq_prompts
+    from grefine_quality import PerceptualQuality, load_pq_prompts
     from PIL import Image
 
     pq = PerceptualQuality(clip_from_file, load_pq_prompts(pq_embeddings_dir))

@@ -12,6 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from grefine_quality import ops  # noqa: E402
+from grefine_quality.ensemble import TextEnsemble  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from grefine_core.errors import ConfigError, InputError, MissingWeightsError  # noqa: E402
@@ -84,23 +86,23 @@ def test_image_side_reproduces_fixture(fixture_clip, clip_fixture_dir, manifest,
         tol("plain_clip_image_tokens"),
         "plain tokens",
     )
-    fn = clip.normalise_tokens(raw)
+    fn = ops.normalise_tokens(raw)
     _close(
         fn.numpy(), exp["image_features_tokennorm"], tol("image_features_tokennorm"), "token norm"
     )
 
-    ens = clip.encode_text_ensemble(["cat", "dog", "tree"])
-    red = clip.redundant_feature()
+    ens = TextEnsemble(clip).encode(["cat", "dog", "tree"])
+    red = TextEnsemble(clip).redundant()
     _close(ens.numpy(), txt["ensemble_text_features"], 1e-5, "ensemble")
     cases = {
         "raw": fn @ ens.t(),
-        "fs_auto": clip.feature_surgery(fn, ens),
-        "fs_redundant": clip.feature_surgery(fn, ens, red),
-        "fs_single": clip.feature_surgery(fn, ens[:1], red),
+        "fs_auto": ops.feature_surgery(fn, ens),
+        "fs_redundant": ops.feature_surgery(fn, ens, red),
+        "fs_single": ops.feature_surgery(fn, ens[:1], red),
     }
     for key, sim in cases.items():
         _close(sim.numpy(), exp[f"sim_{key}"], tol(f"sim_{key}"), f"sim_{key}")
-        maps = clip.similarity_map(sim[:, 1:], size=(h, w))
+        maps = ops.similarity_map(sim[:, 1:], size=(h, w))
         _close(maps.numpy(), exp[f"map_{key}"], tol(f"map_{key}"), f"map_{key}")
 
 
@@ -126,15 +128,14 @@ def test_text_side_reproduces_fixture(fixture_clip, clip_fixture_dir, manifest):
         tol("plain_prompt_text_features_plain"),
         "full",
     )
-    clip.text_cache.clear()
     _close(
-        clip.encode_text_ensemble(["cat", "dog", "tree"]).numpy(),
+        TextEnsemble(clip).encode(["cat", "dog", "tree"]).numpy(),
         txt["ensemble_text_features"],
         tol("ensemble_text_features"),
         "ensemble",
     )
     _close(
-        clip.redundant_feature().numpy(),
+        TextEnsemble(clip).redundant().numpy(),
         txt["redundant_features_empty"],
         tol("redundant_features_empty"),
         "redundant",
@@ -163,34 +164,33 @@ def test_openai_state_dict_entry_point(fixture_state_dict, fixture_clip):
 
 def test_ensemble_cache_and_chunking(fixture_clip):
     clip = fixture_clip
-    clip.text_cache.clear()
     texts = ["a red hat", "cat", "an extremely long description of a strange old wooden ship"]
-    one_chunk = clip.encode_text_ensemble(texts, use_cache=False)
-    tiny_chunks = clip.encode_text_ensemble(texts, use_cache=False, max_tokens=64)
+    strings = [t.replace("{}", x) for x in texts for t in clip.templates]
+    one_chunk = clip.encode_texts(strings)
+    tiny_chunks = clip.encode_texts(strings, max_tokens=64)
     assert float((one_chunk - tiny_chunks).abs().max()) < 1e-5
-    first = clip.encode_text_ensemble(texts)
-    misses = clip.text_cache.misses
-    again = clip.encode_text_ensemble(list(reversed(texts)))
-    assert clip.text_cache.misses == misses  # all three were cache hits
+    ensemble = TextEnsemble(clip)
+    first = ensemble.encode(texts)
+    misses = ensemble.cache.misses
+    again = ensemble.encode(list(reversed(texts)))
+    assert ensemble.cache.misses == misses  # all three were cache hits
     assert torch.equal(again, first.flip(0))
     assert torch.allclose(first.norm(dim=-1), torch.ones(3), atol=1e-5)
-    clip.text_cache.resize(1)
-    assert len(clip.text_cache) == 1
-    clip.text_cache.resize(4096)
+    assert torch.allclose(ensemble.encode(texts, use_cache=False), first, atol=1e-6)
+    ensemble.cache.resize(1)
+    assert len(ensemble.cache) == 1
 
 
 def test_similarity_map_edges():
-    from grefine_clip import SurgeryCLIP
-
     const = torch.full((1, 4, 2), 0.3)
-    maps = SurgeryCLIP.similarity_map(const, size=(5, 7))
+    maps = ops.similarity_map(const, size=(5, 7))
     assert maps.shape == (1, 5, 7, 2)
     assert torch.isfinite(maps).all() and float(maps.abs().max()) == 0.0
     # Row-major (y, x) patches and (H, W) output: the top-right patch is hot.
     s = torch.zeros(1, 4, 1)
     s[0, 1, 0] = 1.0
-    m = SurgeryCLIP.similarity_map(s.numpy(), size=(40, 60))[0, :, :, 0]
-    assert isinstance(m, np.ndarray) and m.shape == (40, 60)
+    m = ops.similarity_map(s, size=(40, 60))[0, :, :, 0].numpy()
+    assert m.shape == (40, 60)
     assert m[5, 55] > 0.9 and m[35, 5] < 0.1 and m[5, 5] < 0.1
 
 
@@ -329,8 +329,8 @@ def test_modules_trace(fixture_clip):
 
 def test_plugin_modules_import_without_torch():
     code = (
-        "import sys, grefine_clip, grefine_clip.perceptual_plugin, grefine_clip.alignment_plugin, "
-        "grefine_clip.settings, grefine_clip.constants\n"
+        "import sys, grefine_clip, grefine_clip.plugin, grefine_quality.perceptual_plugin, "
+        "grefine_quality.alignment_plugin, grefine_clip.settings, grefine_quality.constants\n"
         "heavy = [m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -339,8 +339,9 @@ def test_plugin_modules_import_without_torch():
 
 def test_reduced_precision_and_device_errors():
     """bfloat16 runs end to end (the CUDA fp16/bf16 path uses the same casts); no CUDA -> clear error."""
-    from grefine_clip import AlignmentQuality, PerceptualQuality, SurgeryCLIP
-    from grefine_clip.pq import PQPrompts
+    from grefine_clip import SurgeryCLIP
+    from grefine_quality import AlignmentQuality, PerceptualQuality
+    from grefine_quality.pq import PQPrompts
 
     from grefine_core.types import ParsedPrompt, Phrase
 

@@ -367,7 +367,7 @@ def test_refine_many_accepts_in_memory_images_without_out_dir():
 
 
 def test_batch_names_never_collide_with_a_file_named_like_a_suffix(tmp_path):
-    from grefine_core.manifest import unique_items
+    from grefine_core.app.manifest import unique_items
 
     a, a2 = tmp_path / "x" / "a.png", tmp_path / "a-2.png"
     names = [i.name for i in unique_items([(a, "p"), (a, "p"), (a2, "p"), (a, "p")])]

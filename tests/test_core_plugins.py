@@ -19,16 +19,18 @@ from grefine_core.plugins import PluginHost
 from grefine_core.testing import fake_config, fake_plugins, make_test_image
 
 DEFAULT_PLUGINS = {
-    "clip_pq": "grefine_clip.perceptual_plugin",
-    "clip_aq": "grefine_clip.alignment_plugin",
+    "clip": "grefine_clip.plugin",
+    "clip_pq": "grefine_quality.clip_pq:plugin",
+    "clip_aq": "grefine_quality.clip_aq:plugin",
     "nltk": "grefine_nltk.plugin",
     "spacy": "grefine_spacy.plugin",
     "mask_paper": "grefine_masks.paper_plugin",
     "mask_reference": "grefine_masks.reference_plugin",
     "sdxl": "grefine_sdxl.plugin",
     "pasd": "grefine_pasd.plugin",
-    "onnx_pq": "grefine_onnx.perceptual_plugin",
-    "onnx_aq": "grefine_onnx.alignment_plugin",
+    "onnx": "grefine_onnx.plugin",
+    "onnx_pq": "grefine_quality.onnx_pq:plugin",
+    "onnx_aq": "grefine_quality.onnx_aq:plugin",
     "metrics": "grefine_metrics.plugin",
 }
 
@@ -69,7 +71,7 @@ def test_disabled_plugin_module_is_never_imported(name):
         "import sys, json\n"
         "from grefine_core.plugins import PluginHost\n"
         f"h = PluginHost(disable=[{name!r}])\n"
-        f"print(json.dumps([h.infos[{name!r}].status, {DEFAULT_PLUGINS[name]!r} in sys.modules]))\n"
+        f"print(json.dumps([h.infos[{name!r}].status, {DEFAULT_PLUGINS[name].split(':')[0]!r} in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     status, imported = json.loads(out.stdout.strip().splitlines()[-1])
@@ -78,13 +80,13 @@ def test_disabled_plugin_module_is_never_imported(name):
 
 @pytest.mark.parametrize("name", sorted(DEFAULT_PLUGINS))
 def test_plugin_modules_import_without_torch(name):
-    code = f"import sys, importlib; importlib.import_module({DEFAULT_PLUGINS[name]!r}); print('torch' in sys.modules)"
+    code = f"import sys, importlib; importlib.import_module({DEFAULT_PLUGINS[name].split(':')[0]!r}); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_import_grefine_core_does_not_import_torch():
-    code = "import sys, grefine_core, grefine_core.cli, grefine_core.pipeline, grefine_core.testing; print(sorted(m for m in ('torch', 'diffusers', 'spacy', 'onnxruntime', 'open_clip') if m in sys.modules))"
+    code = "import sys, grefine_core, grefine_core.app.cli, grefine_core.pipeline, grefine_core.testing; print(sorted(m for m in ('torch', 'diffusers', 'spacy', 'onnxruntime', 'open_clip') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from grefine_core.cli import main
+from grefine_core.app.cli import main
 from grefine_core.testing import fake_select_args, make_test_image, registered_fakes
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from grefine_core.fingerprint import model_identifiers
+from grefine_core.app.fingerprint import model_identifiers
 from grefine_core.hub import cached_revisions, is_cached
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from grefine_core.cli import main
+from grefine_core.app.cli import main
 from grefine_core.imageio import load_image
 from grefine_core.testing import fake_select_args, make_test_image, registered_fakes
 
@@ -66,7 +66,7 @@ def test_exif_orientation_is_applied_and_recorded(tmp_path):
 
 
 def test_prompts_from_a1111_and_comfyui_metadata():
-    from grefine_core.metadata import a1111_prompt, comfyui_prompt, prompt_from_metadata
+    from grefine_core.app.metadata import a1111_prompt, comfyui_prompt, prompt_from_metadata
 
     assert a1111_prompt(A1111) == "a red cat on a wooden table, (masterpiece:1.2)"
     assert a1111_prompt("just a prompt") == "just a prompt"
@@ -202,7 +202,7 @@ def test_cuda_without_a_gpu_is_found_at_start(fakes, tmp_path, capsys):
 def test_disk_full_says_so(monkeypatch, tmp_path):
     import errno
 
-    from grefine_core.outputs import publish_item
+    from grefine_core.app.outputs import publish_item
 
     def full(path):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -28,7 +28,7 @@ def test_tiny_refine_connects_to_nothing(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "grefine_core.cli",
+        "grefine_core.app.cli",
         "refine",
         str(image),
         "--prompt",

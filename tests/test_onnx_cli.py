@@ -49,7 +49,7 @@ def test_tiny_export_check_and_up_to_date(tmp_path, capsys):
 
 
 def test_static_export_through_the_core_cli(tmp_path, capsys):
-    from grefine_core.cli import main as grefine_main
+    from grefine_core.app.cli import main as grefine_main
 
     out = tmp_path / "static"
     argv = ["export-onnx", "--", "--model", "tiny", "--out", out, "--static", "--parts", "image"]

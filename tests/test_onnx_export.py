@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from grefine_quality.ensemble import TextEnsemble
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
@@ -111,7 +112,7 @@ def test_prompt_graph_matches_torch_on_the_pq_embeddings(
 
 def test_backend_ensemble_matches_reference_text_features(onnx_clip, clip_fixture_dir):
     txt = np.load(clip_fixture_dir / "expected" / "text.npz")
-    ens = onnx_clip.encode_text_ensemble(["cat", "dog", "tree"])
+    ens = TextEnsemble(onnx_clip).encode(["cat", "dog", "tree"])
     assert _maxdiff(ens, txt["ensemble_text_features"]) <= 1e-4
     assert onnx_clip.providers == ["CPUExecutionProvider"] and not onnx_clip.on_gpu
     with pytest.raises(Exception, match="surgery=True"):

@@ -60,7 +60,7 @@ def _close(a, b, what: str) -> None:
 
 @pytest.mark.parametrize("compat", ["paper", "reference"])
 def test_pq_through_onnx_equals_torch(backends, images, pq_embeddings_dir, compat):
-    from grefine_clip import PerceptualQuality, load_pq_prompts
+    from grefine_quality import PerceptualQuality, load_pq_prompts
 
     torch_clip, onnx_clip = backends
     prompts = load_pq_prompts(pq_embeddings_dir)
@@ -78,7 +78,7 @@ def test_pq_through_onnx_equals_torch(backends, images, pq_embeddings_dir, compa
 
 
 def test_aq_through_onnx_equals_torch(backends, images):
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     torch_clip, onnx_clip = backends
     parsed = ParsedPrompt(PROMPT, PHRASES, "test")
@@ -169,15 +169,18 @@ def test_fp16_request_without_gpu_uses_the_float32_export(tiny_cache, caplog):
     assert clip.manifest["dtype"] == "float32" and clip.providers == ["CPUExecutionProvider"]
 
 
-def test_onnx_settings_live_beside_the_torch_plugins_sections():
-    from grefine_clip.settings import AQSettings, ClipSettings, PQSettings
-    from grefine_onnx import alignment_plugin, perceptual_plugin
+def test_onnx_pq_and_onnx_aq_are_the_indicators_on_the_onnx_backbone():
+    from grefine_onnx import plugin
     from grefine_onnx.settings import OnnxSettings
+    from grefine_quality.onnx_aq import plugin as onnx_aq
+    from grefine_quality.onnx_pq import plugin as onnx_pq
+    from grefine_quality.settings import AQSettings, BackboneSettings, PQSettings
 
-    pq = perceptual_plugin.grefine_settings_models()
-    aq = alignment_plugin.grefine_settings_models()
-    assert pq == {"clip": ClipSettings, "pq": PQSettings, "onnx": OnnxSettings}
-    assert aq == {"clip": ClipSettings, "aq": AQSettings, "onnx": OnnxSettings}
+    assert plugin.grefine_settings_models() == {"onnx": OnnxSettings}
+    assert set(plugin.grefine_backbones()) == {"onnx"}
+    assert onnx_pq.backbone == onnx_aq.backbone == "onnx"
+    assert onnx_pq.grefine_settings_models() == {"pq": PQSettings, "backbone": BackboneSettings}
+    assert onnx_aq.grefine_settings_models() == {"aq": AQSettings, "backbone": BackboneSettings}
 
 
 def test_bad_onnx_setting_is_a_config_error(tiny_cache):
@@ -190,7 +193,7 @@ def test_bad_onnx_setting_is_a_config_error(tiny_cache):
 
 def test_importing_the_plugins_loads_neither_torch_nor_onnxruntime():
     code = (
-        "import sys, grefine_onnx, grefine_onnx.perceptual_plugin, grefine_onnx.alignment_plugin, "
+        "import sys, grefine_onnx, grefine_onnx.plugin, grefine_quality.onnx_pq, grefine_quality.onnx_aq, "
         "grefine_onnx.cli, grefine_onnx.settings, grefine_onnx.manifest; "
         "print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
     )

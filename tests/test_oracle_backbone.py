@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from grefine_clip.oracle_scenes import BALL, BOX, SCENES, Shape, draw_scene
+from grefine_quality.ensemble import TextEnsemble
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,14 +23,16 @@ def oracle():
 
 @pytest.fixture(scope="module")
 def pq(oracle):
-    from grefine_clip import PerceptualQuality
+    from grefine_quality import PerceptualQuality
+    from grefine_quality.pq import PQPrompts
 
-    return PerceptualQuality(oracle, oracle.planted_pq_prompts(), compat="paper")
+    prompts = PQPrompts(embeddings=oracle.planted_pq_prompts(), files={})
+    return PerceptualQuality(oracle, prompts, compat="paper")
 
 
 @pytest.fixture(scope="module")
 def aq(oracle):
-    from grefine_clip import AlignmentQuality
+    from grefine_quality import AlignmentQuality
 
     return AlignmentQuality(oracle)
 
@@ -131,7 +134,7 @@ def test_a_nouns_map_lights_only_its_own_shape(aq):
 def test_empty_string_is_the_neutral_direction_shared_by_every_token(oracle):
     from grefine_clip.oracle import R_NEUTRAL
 
-    r = oracle.redundant_feature()[0].numpy()
+    r = TextEnsemble(oracle).redundant()[0].numpy()
     tokens = oracle.encode_image(oracle.preprocess(SCENES["noisy"].image()))[0].numpy()
     assert np.count_nonzero(r) == 1
     np.testing.assert_allclose(tokens @ r, R_NEUTRAL, atol=1e-7)  # cancels evenly
@@ -148,7 +151,7 @@ def test_needs_neither_prompt_files_nor_shared_data(monkeypatch, tmp_path):
     def no_files(*args, **kwargs):
         raise AssertionError("the oracle must not look for PQ prompt files")
 
-    monkeypatch.setattr("grefine_clip.pq.load_pq_prompts", no_files)
+    monkeypatch.setattr("grefine_quality.pq.load_pq_prompts", no_files)
     r = GRefine(load_config(preset="oracle", environ={})).assess(
         SCENES["clean"].image(), "a red ball"
     )

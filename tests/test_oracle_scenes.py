@@ -139,7 +139,7 @@ def test_without_pq_only_alignment_counts():
 
 
 def test_cli_assess_and_refine_on_a_scene(tmp_path, capsys):
-    from grefine_core.cli import main
+    from grefine_core.app.cli import main
 
     scene = SCENES["wrong_colour"]
     path = tmp_path / "wrong_colour.png"
@@ -182,7 +182,15 @@ def test_cli_oracle_on_a_photo_says_it_means_nothing_and_runs(tmp_path):
 
     photo = Path(__file__).resolve().parents[1] / "examples" / "images" / "cat_table.png"
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "grefine_core.cli", "assess", str(photo), "--prompt", "a red cat"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "grefine_core.app.cli",
+        "assess",
+        str(photo),
+        "--prompt",
+        "a red cat",
+    ]
     proc = subprocess.run(
         [*cmd, "--preset", "oracle", "--out", str(out)], capture_output=True, text=True, timeout=300
     )
@@ -230,7 +238,7 @@ def test_unmutated_scenes_pass():
     ],
 )
 def test_swapping_phrase_and_noun_is_caught(monkeypatch, swaps, what):
-    import grefine_clip.aq as aq
+    import grefine_quality.aq as aq
 
     with mutated(monkeypatch, aq.AlignmentQuality, "from_tokens", swaps):
         assert failing(), f"swapping phrase and noun {what} went unnoticed"
@@ -248,8 +256,8 @@ def test_swapping_phrase_and_noun_is_caught(monkeypatch, swaps, what):
     ],
 )
 def test_defect_rule_mutations_are_caught(monkeypatch, old, new):
-    import grefine_clip.aq as aq
-    import grefine_clip.aq_logic as logic
+    import grefine_quality.aq as aq
+    import grefine_quality.aq_logic as logic
 
     with mutated(monkeypatch, logic, "resolve_alignment", {old: new}, where=(aq,)):
         assert failing(), f"{old!r} -> {new!r} went unnoticed"
@@ -292,7 +300,7 @@ def test_the_ball_and_box_are_where_the_checks_expect():
 def test_a_very_long_prompt_is_capped_with_a_warning(caplog):
     prompt = ", ".join(f"a red ball number {i}" for i in range(60))
     pipe = pipeline(plugins={"aq": {"max_phrases": 5}})
-    with caplog.at_level("WARNING", logger="grefine.clip"):
+    with caplog.at_level("WARNING", logger="grefine.quality"):
         r = pipe.assess(SCENES["clean"].image(), prompt)
     assert len([p for p in r.alignment.phrases]) == 5
     assert r.alignment.info["phrases_dropped"] > 50
@@ -301,13 +309,14 @@ def test_a_very_long_prompt_is_capped_with_a_warning(caplog):
 
 def test_a_prompt_past_clips_window_is_warned_about(caplog):
     import torch
-    from grefine_clip import AlignmentQuality, SurgeryCLIP
+    from grefine_clip import SurgeryCLIP
     from grefine_nltk import parse_prompt
+    from grefine_quality import AlignmentQuality
 
     torch.manual_seed(0)
     aq = AlignmentQuality(SurgeryCLIP.tiny())
     prompt = " ".join(["a red cat on a wooden table"] * 20)
-    with caplog.at_level("WARNING", logger="grefine.clip"):
+    with caplog.at_level("WARNING", logger="grefine.quality"):
         r = aq(SCENES["clean"].image(), parse_prompt(prompt))
     assert r.info["prompt_tokens"] > 75
     assert "CLIP reads 77" in caplog.text

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from grefine_core.app.outputs import CRASH_STEPS, STAGE_PREFIX, output_lock, verify_item
 from grefine_core.errors import OutputError
-from grefine_core.outputs import CRASH_STEPS, STAGE_PREFIX, output_lock, verify_item
 from grefine_core.pipeline import GRefine
 from grefine_core.testing import fake_config, fake_plugins, make_test_image
 
@@ -104,7 +104,7 @@ def test_settings_of_plugins_in_no_slot_and_caches_do_not_rerun(image, tmp_path)
     cfg = fake_config()
     cfg.plugins = {**cfg.plugins, "metrics": {"device": "cuda"}}  # evaluation only
     assert status(GRefine(cfg, extra_plugins=fake_plugins()), image, out) == "resumed"
-    from grefine_core.fingerprint import model_identifiers
+    from grefine_core.app.fingerprint import model_identifiers
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -212,7 +212,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(image, tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from grefine_core.outputs import "
+            "import sys, time; from pathlib import Path; from grefine_core.app.outputs import "
             "output_lock\nwith output_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n"
             "    time.sleep(30)",
             str(out),

@@ -292,7 +292,7 @@ def test_the_parse_records_which_tagger_and_model_ran():
 
 def test_style_tags_are_never_scored_as_objects():
     """A style tag has no head noun, so AQ skips it: it can never be a missing object."""
-    from grefine_clip.aq_logic import scored_indices
+    from grefine_quality.aq_logic import scored_indices
 
     parsed = parse_nltk("a cat, masterpiece, 8k, oil painting, trending on artstation")
     scored = [parsed.phrases[i].text for i in scored_indices(parsed.phrases)]

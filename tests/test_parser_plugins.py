@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from grefine_nltk import format_tree, parse_prompt, taggers
+from grefine_nltk import parse_prompt, taggers
 from grefine_nltk import plugin as nltk_plugin
 from grefine_parsing.text import (
     break_cycles,
@@ -19,8 +19,10 @@ from grefine_parsing.text import (
 from grefine_spacy import plugin as spacy_plugin
 from pydantic import ValidationError
 
-from grefine_core.context import ModelCache, RunContext, standalone_context
+from grefine_core.app.display import format_tree
+from grefine_core.context import ModelCache, RunContext
 from grefine_core.errors import ConfigError
+from grefine_core.testing import standalone_context
 from grefine_core.types import ParsedPrompt, Phrase
 
 WORKED = "Mr. Beans wearing sun glasses with blue doctor suit and stripe tie"
@@ -110,7 +112,7 @@ def test_parse_through_the_pipeline_and_json_schema():
 def test_importing_the_plugins_loads_no_heavy_library():
     code = (
         "import sys, grefine_nltk, grefine_spacy, grefine_nltk.plugin, grefine_spacy.plugin, "
-        "grefine_clip.aq_logic\n"
+        "grefine_quality.aq_logic\n"
         "print(sorted(m for m in ('torch', 'spacy', 'nltk', 'textblob', 'thinc') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

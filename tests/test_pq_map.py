@@ -35,7 +35,7 @@ def clip(clip_fixture_dir: Path):
 
 @pytest.fixture(scope="module")
 def prompts(pq_embeddings_dir: Path):
-    from grefine_clip import load_pq_prompts
+    from grefine_quality import load_pq_prompts
 
     return load_pq_prompts(pq_embeddings_dir)
 
@@ -52,7 +52,7 @@ def _close(actual, expected, atol: float, what: str) -> None:
 
 
 def test_prompt_embeddings_and_text_features(clip, prompts, clip_fixture_dir, manifest):
-    from grefine_clip import PerceptualQuality
+    from grefine_quality import PerceptualQuality
 
     exp = np.load(clip_fixture_dir / "expected" / "pq_text.npz")
     pq = PerceptualQuality(clip, prompts, compat="reference")
@@ -68,7 +68,7 @@ def test_prompt_embeddings_and_text_features(clip, prompts, clip_fixture_dir, ma
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_reference_compat_reproduces_pq_map_py(clip, prompts, clip_fixture_dir, manifest, name):
-    from grefine_clip import PerceptualQuality
+    from grefine_quality import PerceptualQuality
 
     exp = np.load(clip_fixture_dir / "expected" / f"{name}.npz")
     image = Image.open(clip_fixture_dir / "images" / f"{name}.png")
@@ -92,9 +92,9 @@ def test_reference_compat_reproduces_pq_map_py(clip, prompts, clip_fixture_dir, 
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_paper_compat_reproduces_variants(clip, prompts, clip_fixture_dir, manifest, name):
-    from grefine_clip import PerceptualQuality
-    from grefine_clip.constants import PAPER_CASK_BOUNDS
-    from grefine_clip.ops import cask_score
+    from grefine_quality import PerceptualQuality
+    from grefine_quality.constants import PAPER_CASK_BOUNDS
+    from grefine_quality.ops import cask_score
 
     exp = np.load(clip_fixture_dir / "expected" / f"{name}.npz")
     image = Image.open(clip_fixture_dir / "images" / f"{name}.png")
@@ -130,8 +130,8 @@ def test_paper_absolute_map_is_the_cask_per_token(clip, prompts, clip_fixture_di
     """docs/indicators.md (paper): P = clip(BIC(cask of the per-token probabilities of "good")), p = its
     class-token value: one scale for p and P, no min-max."""
     import torch
-    from grefine_clip import PerceptualQuality
-    from grefine_clip.constants import PAPER_CASK_BOUNDS
+    from grefine_quality import PerceptualQuality
+    from grefine_quality.constants import PAPER_CASK_BOUNDS
 
     image = Image.open(clip_fixture_dir / "images" / f"{name}.png")
     pq = PerceptualQuality(clip, prompts, compat="paper")
@@ -159,7 +159,7 @@ def test_paper_absolute_map_is_the_cask_per_token(clip, prompts, clip_fixture_di
 
 
 def test_non_square_map_is_hw(clip, prompts):
-    from grefine_clip import PerceptualQuality
+    from grefine_quality import PerceptualQuality
 
     image = Image.new("RGB", (90, 40), (200, 30, 30))
     for compat in ("paper", "reference"):
@@ -170,7 +170,7 @@ def test_non_square_map_is_hw(clip, prompts):
 
 
 def test_batch_equals_one_by_one(clip, prompts, clip_fixture_dir):
-    from grefine_clip import PerceptualQuality
+    from grefine_quality import PerceptualQuality
 
     pq = PerceptualQuality(clip, prompts)
     base = Image.open(clip_fixture_dir / "images" / "gradient_256.png")
@@ -193,7 +193,7 @@ def test_batch_equals_one_by_one(clip, prompts, clip_fixture_dir):
 
 
 def test_prompt_sources(pq_embeddings_dir, prompts, monkeypatch, tmp_path):
-    from grefine_clip import load_pq_prompts
+    from grefine_quality import load_pq_prompts
 
     files = {f: pq_embeddings_dir / f"PQ-{f}.pth" for f in FACTORS}
     by_map = load_pq_prompts({f: str(p) for f, p in files.items()})
@@ -208,7 +208,7 @@ def test_prompt_sources(pq_embeddings_dir, prompts, monkeypatch, tmp_path):
 
 
 def test_missing_prompts_offline_message(tmp_path, monkeypatch):
-    from grefine_clip import load_pq_prompts
+    from grefine_quality import load_pq_prompts
 
     monkeypatch.setenv("GREFINE_PQ_DIR", str(tmp_path / "pq"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -223,7 +223,7 @@ def test_missing_prompts_offline_message(tmp_path, monkeypatch):
 
 
 def test_wrong_hash_corrupted_and_misshaped(pq_embeddings_dir, tmp_path):
-    from grefine_clip import load_pq_prompts
+    from grefine_quality import load_pq_prompts
 
     folder = tmp_path / "pq"
     folder.mkdir()
@@ -247,30 +247,23 @@ def test_wrong_hash_corrupted_and_misshaped(pq_embeddings_dir, tmp_path):
 
 
 def test_width_mismatch_is_clear(clip):
-    from grefine_clip import PerceptualQuality
-    from grefine_clip.pq import PQPrompts
+    from grefine_quality import PerceptualQuality
+    from grefine_quality.pq import PQPrompts
 
     with pytest.raises(InputError, match="width 256.*width 512"):
         PerceptualQuality(clip, PQPrompts.random(width=256))
 
 
 def _context(preset: str = "tiny", **plugin_settings):
-    from grefine_clip.settings import AQSettings, ClipSettings, PQSettings
-
     from grefine_core.config import load_config
-    from grefine_core.context import ModelCache, RunContext
+    from grefine_core.testing import pipeline_context
 
-    cfg = load_config(preset=preset, environ={})
-    raw = {k: dict(v) for k, v in cfg.plugins.items()}
-    for section, values in plugin_settings.items():
-        raw.setdefault(section, {}).update(values)
-    models = {"clip": ClipSettings, "pq": PQSettings, "aq": AQSettings}
-    settings = {k: m.model_validate(raw.get(k, {})) for k, m in models.items()}
-    return RunContext(config=cfg, models=ModelCache(), plugin_settings=settings)
+    cfg = load_config(preset=preset, environ={}, overrides={"plugins": plugin_settings})
+    return pipeline_context(cfg)
 
 
 def test_plugin_tiny_preset(pq_embeddings_dir, monkeypatch):
-    from grefine_clip import perceptual_plugin
+    from grefine_quality.clip_pq import plugin as perceptual_plugin
 
     monkeypatch.setenv("GREFINE_PQ_DIR", str(pq_embeddings_dir))
     ctx = _context()
@@ -312,7 +305,7 @@ def test_float16_on_cpu_falls_back_to_float32_with_one_warning(monkeypatch, capl
 
 
 def test_bad_compat_is_a_config_error(clip, prompts):
-    from grefine_clip import PerceptualQuality
+    from grefine_quality import PerceptualQuality
 
     from grefine_core.errors import ConfigError
 
@@ -321,13 +314,13 @@ def test_bad_compat_is_a_config_error(clip, prompts):
 
 
 def test_plugin_random_fallback_only_for_tiny(tmp_path, monkeypatch, caplog):
-    from grefine_clip import perceptual_plugin
+    from grefine_quality.clip_pq import plugin as perceptual_plugin
 
     monkeypatch.setenv("GREFINE_PQ_DIR", str(tmp_path / "pq"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("GREFINE_SHARED_DIR", str(tmp_path / "no-shared"))
     image = Image.new("RGB", (32, 32))
-    with caplog.at_level("WARNING", logger="grefine.clip"):
+    with caplog.at_level("WARNING", logger="grefine.quality"):
         r = perceptual_plugin.grefine_perceptual_map(image=image, context=_context())
     assert r.map.shape == (32, 32)
     assert "random prompt embeddings" in caplog.text

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from grefine_core import GRefine, load_config
-from grefine_core.cli import main
+from grefine_core.app.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

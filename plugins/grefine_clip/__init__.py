@@ -1,9 +1,11 @@
-"""CLIP Surgery backbone and the PQ-Map / AQ-Map quality indicators of G-Refine.
+"""grefine_clip: the torch CLIP Surgery backbone (:class:`~grefine_clip.model.SurgeryCLIP`) and the
+planted-truth oracle backbone, offered to the quality indicators (``grefine_quality``) through
+the ``grefine_backbones`` hook (plugin ``clip``).
 
-The public names are imported lazily so that ``import grefine_clip`` (and the plugin modules)
-do not import torch::
+The public names are imported lazily so that ``import grefine_clip`` (and the plugin module) do
+not import torch::
 
-    from grefine_clip import SurgeryCLIP, PerceptualQuality, load_pq_prompts, AlignmentQuality
+    from grefine_clip import SurgeryCLIP, OracleCLIP
 """
 
 from __future__ import annotations
@@ -12,12 +14,7 @@ from grefine_core.lazy import lazy_exports
 
 _EXPORTS = {
     "SurgeryCLIP": "grefine_clip.model",
-    "TextFeatureCache": "grefine_clip.model",
-    "prompt_templates": "grefine_clip.model",
-    "PerceptualQuality": "grefine_clip.pq",
-    "PQPrompts": "grefine_clip.pq",
-    "load_pq_prompts": "grefine_clip.pq",
-    "AlignmentQuality": "grefine_clip.aq",
+    "OracleCLIP": "grefine_clip.oracle",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,23 +1,23 @@
-"""``SurgeryCLIP``: the CLIP Surgery backbone shared by the PQ and AQ indicators (docs/indicators.md)."""
+"""``SurgeryCLIP``: the CLIP Surgery backbone (torch) that the PQ and AQ indicators run on
+(docs/indicators.md). It implements :class:`grefine_core.ClipBackbone`; the indicators' math
+(prompt ensemble, feature surgery, maps) lives in ``grefine_quality``."""
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from grefine_quality.constants import PQ_EOT_INDEX
+from grefine_quality.ensemble import prompt_templates
+from grefine_quality.pixels import clip_pixels
+from grefine_quality.text_batches import encode_by_length, token_ids
 from torch import nn
 
-from grefine_clip import loading, ops
-from grefine_clip.constants import CLIP_MEAN, CLIP_STD, PQ_EOT_INDEX, SURGERY_LAYERS
-from grefine_clip.images import resize_to_rgb
+from grefine_clip import loading
+from grefine_clip.constants import SURGERY_LAYERS
 from grefine_clip.modules import EmbeddingTextEncoder, SurgeryVisionEncoder, TextEncoder
 from grefine_core.errors import ConfigError, InputError
 
@@ -56,12 +56,6 @@ TINY_CONFIG: dict[str, int] = {
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def prompt_templates() -> list[str]:
-    """The 85 prompt-ensemble templates (``{}`` = the class text), in the reference order."""
-    text = (resources.files("grefine_clip") / "prompt_templates.json").read_text("utf-8")
-    return list(json.loads(text)["templates"])
-
-
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -71,52 +65,9 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ConfigError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}") from None
 
 
-class TextFeatureCache:
-    """A thread-safe LRU cache of normalised ensemble text features, keyed by text."""
-
-    def __init__(self, max_size: int = 4096):
-        self.max_size = int(max_size)
-        self._items: OrderedDict[Any, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Any) -> torch.Tensor | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: Any, value: torch.Tensor) -> None:
-        if self.max_size <= 0:
-            return
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_size:
-                self._items.popitem(last=False)
-
-    def resize(self, max_size: int) -> None:
-        with self._lock:
-            self.max_size = int(max_size)
-            while len(self._items) > max(self.max_size, 0):
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.hits = self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class SurgeryCLIP:
-    """CLIP with the CLIP Surgery image encoder, the text tower and the prompt ensemble.
+    """CLIP with the CLIP Surgery image encoder and the text tower: a
+    :class:`grefine_core.ClipBackbone`.
 
     Build it with :meth:`from_openai_state_dict`, :meth:`from_pretrained` or :meth:`tiny`.
 
@@ -125,11 +76,10 @@ class SurgeryCLIP:
     :ivar visual_plain: the same tower without surgery (plain CLIP tokens).
     :ivar text: :class:`~grefine_clip.modules.TextEncoder` (token ids -> features).
     :ivar prompt_text: :class:`~grefine_clip.modules.EmbeddingTextEncoder` (PQ embeddings -> features).
-    :ivar templates: the prompt-ensemble templates.
-    :ivar text_cache: LRU cache of ensemble text features.
+    :ivar templates: the prompt-ensemble templates (the 85 of the reference).
     """
 
-    def __init__(self, model: nn.Module, *, description: str = "", text_cache_size: int = 4096):
+    def __init__(self, model: nn.Module, *, description: str = ""):
         from open_clip.tokenizer import SimpleTokenizer
 
         self.model = model.eval()
@@ -141,8 +91,9 @@ class SurgeryCLIP:
         self.prompt_text = EmbeddingTextEncoder(self.text, PQ_EOT_INDEX).eval()
         self.tokenizer = SimpleTokenizer(context_length=self.text.context_length)
         self.templates = prompt_templates()
-        self.text_cache = TextFeatureCache(text_cache_size)
         self.description = description
+        #: Random weights (:meth:`tiny`): the PQ prompts may then be random too (``random_fallback``).
+        self.random_weights = False
         self.image_size = self.visual.image_size
         self.embed_dim = int(self.visual.proj.shape[1])
         self.text_width = self.text.width
@@ -208,10 +159,12 @@ class SurgeryCLIP:
     def tiny(cls, seed: int = 0) -> SurgeryCLIP:
         """A tiny random CLIP built in code (7 vision layers of width 128, one text layer of width
         512 so the real PQ prompts fit). Same ``seed``, same weights. Proves plumbing only."""
-        return cls(
+        clip = cls(
             loading.build_clip(TINY_CONFIG, seed=seed),
             description=f"tiny random CLIP (seed {seed})",
         )
+        clip.random_weights = True
+        return clip
 
     def to(
         self, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"
@@ -223,26 +176,18 @@ class SurgeryCLIP:
         dt = resolve_dtype(dtype)
         for module in (self.model, self.visual, self.visual_plain, self.text, self.prompt_text):
             module.to(device=dev, dtype=dt)
-        if dt != self.dtype or dev != self.device:
-            self.text_cache.clear()
         self.device, self.dtype = dev, dt
         return self
 
     # ------------------------------------------------------------------ image side
 
     def preprocess(self, image: Any, size: int | None = None) -> torch.Tensor:
-        """The CLIP preprocessing of docs/indicators.md: bicubic resize straight to ``size`` (default: the model's input
-        size), RGB, /255, CLIP mean/std -> float32 ``[1, 3, size, size]`` on the CPU.
+        """The CLIP preprocessing of docs/indicators.md (:func:`grefine_quality.pixels.clip_pixels`):
+        float32 ``[1, 3, size, size]`` on the CPU (default size: the model's input size).
 
         :param image: PIL image of any mode (grayscale, RGBA, 16-bit...) or numpy array.
         """
-        side = int(size or self.image_size)
-        rgb = resize_to_rgb(image, side)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
-        x = x.float().div(255)
-        mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
-        return x.sub_(mean).div_(std).unsqueeze(0)
+        return clip_pixels(image, int(size or self.image_size))
 
     @torch.inference_mode()
     def encode_image(self, pixel_values: torch.Tensor, surgery: bool = True) -> torch.Tensor:
@@ -256,28 +201,6 @@ class SurgeryCLIP:
         encoder = self.visual if surgery else self.visual_plain
         x = pixel_values.to(device=self.device, dtype=self.dtype)
         return encoder(x).float()
-
-    @staticmethod
-    def normalise_tokens(tokens: torch.Tensor, compat: str = "paper") -> torch.Tensor:
-        """Per-token L2 normalisation (``compat="reference"``: over the token axis)."""
-        return ops.normalise_tokens(tokens, compat)  # type: ignore[arg-type]
-
-    @staticmethod
-    def similarity_map(scores: Any, size: tuple[int, int]) -> Any:
-        """Patch similarities ``[B, N-1, K]`` -> maps ``[B, H, W, K]`` (torch in, torch out;
-        numpy in, numpy out)."""
-        if isinstance(scores, np.ndarray):
-            return ops.similarity_map(torch.from_numpy(scores), size).numpy()
-        return ops.similarity_map(scores, size)
-
-    @staticmethod
-    def feature_surgery(
-        image_features: torch.Tensor,
-        text_features: torch.Tensor,
-        redundant: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Feature surgery similarities ``[B, N, K]`` (see :func:`grefine_clip.ops.feature_surgery`)."""
-        return ops.feature_surgery(image_features, text_features, redundant)
 
     # ------------------------------------------------------------------ text side
 
@@ -296,13 +219,7 @@ class SurgeryCLIP:
         :param cut: cut the sequences after the longest end-of-text token (exact under the causal
             mask); False runs all ``context_length`` positions like the reference.
         """
-        tokens = (
-            texts_or_tokens
-            if isinstance(texts_or_tokens, torch.Tensor)
-            else self.tokenize(texts_or_tokens)
-        )
-        if cut:
-            tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
+        tokens = token_ids(texts_or_tokens, self.tokenize, cut)
         return self.text(tokens.to(self.device)).float()
 
     @torch.inference_mode()
@@ -322,76 +239,24 @@ class SurgeryCLIP:
         x = embeddings[:, : eot_index + 1].to(device=self.device, dtype=self.dtype)
         return encoder(x).float()
 
-    def _template_key(self, templates: Sequence[str]) -> Any:
-        return None if list(templates) == self.templates else tuple(templates)
-
     @torch.inference_mode()
-    def encode_text_ensemble(
-        self,
-        texts: str | Sequence[str],
-        templates: Sequence[str] | None = None,
-        *,
-        use_cache: bool = True,
-        max_tokens: int = 8192,
-    ) -> torch.Tensor:
-        """Prompt-ensemble features ``[n, D]``, normalised (docs/indicators.md):
-        ``T_c = normalise(mean_j normalise(encode_text(template_j(c))))``.
+    def encode_texts(self, texts: Sequence[str], max_tokens: int = 8192) -> torch.Tensor:
+        """Features ``[n, D]`` (float32, not normalised) of ``texts`` as given, in one batched
+        pass: sequences sorted by length, chunks of at most ``max_tokens`` tokens, each cut
+        after its longest end-of-text token (:func:`grefine_quality.text_batches.encode_by_length`)."""
+        tokens = self.tokenize(list(texts))
+        return encode_by_length(tokens, self.text, self.embed_dim, self.device, max_tokens)
 
-        All uncached texts go through the text tower in one batched pass: their template
-        sequences are sorted by length and run in chunks of at most ``max_tokens`` tokens, each
-        cut after its longest end-of-text token. Results are kept in :attr:`text_cache`.
+    def onnx_graphs(self, trim_last_block: bool = True) -> dict[str, nn.Module]:
+        """The exportable encoders ``{"image", "text", "prompt_text"}``: tensor in, float32 tensor
+        out (:mod:`grefine_clip.export_graphs`); what ``grefine_onnx`` exports."""
+        from grefine_clip.export_graphs import ImageGraph, PromptTextGraph, TextGraph
 
-        :param templates: default: the 85 reference templates.
-        :param use_cache: read and fill the LRU cache.
-        """
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = [str(t) for t in texts]
-        templates = list(templates) if templates is not None else self.templates
-        key_t = self._template_key(templates)
-        found: dict[str, torch.Tensor] = {}
-        if use_cache:
-            for t in dict.fromkeys(texts):
-                hit = self.text_cache.get((key_t, t))
-                if hit is not None:
-                    found[t] = hit
-        todo = [t for t in dict.fromkeys(texts) if t not in found]
-        if todo:
-            feats = self._ensemble_uncached(todo, templates, max_tokens)
-            for t, f in zip(todo, feats, strict=True):
-                found[t] = f
-                if use_cache:
-                    self.text_cache.put((key_t, t), f)
-        if not texts:
-            return torch.zeros((0, self.embed_dim), device=self.device)
-        return torch.stack([found[t] for t in texts])
-
-    def _ensemble_uncached(
-        self, texts: list[str], templates: list[str], max_tokens: int
-    ) -> torch.Tensor:
-        n_tmpl = len(templates)
-        strings = [tmpl.replace("{}", t) for t in texts for tmpl in templates]
-        tokens = self.tokenize(strings)
-        lengths = tokens.argmax(dim=-1) + 1
-        order = torch.argsort(lengths, stable=True)
-        feats = torch.empty((len(strings), self.embed_dim), dtype=torch.float32, device=self.device)
-        start = 0
-        while start < len(strings):
-            # Grow the chunk while (rows x longest length) stays within the token budget.
-            end = start + 1
-            while end < len(strings) and (end + 1 - start) * int(lengths[order[end]]) <= max_tokens:
-                end += 1
-            idx = order[start:end]
-            chunk = tokens[idx, : int(lengths[idx].max())]
-            feats[idx.to(self.device)] = self.text(chunk.to(self.device)).float()
-            start = end
-        feats = feats / feats.norm(dim=-1, keepdim=True)
-        mean = feats.reshape(len(texts), n_tmpl, -1).mean(1)
-        return mean / mean.norm(dim=-1, keepdim=True)
-
-    def redundant_feature(self) -> torch.Tensor:
-        """The redundant feature ``R = T_""`` ``[1, D]`` (ensemble of the empty string)."""
-        return self.encode_text_ensemble([""])
+        return {
+            "image": ImageGraph(self.visual, trim_last_block),
+            "text": TextGraph(self.text, trim_last_block),
+            "prompt_text": PromptTextGraph(self.prompt_text, trim_last_block),
+        }
 
     def __repr__(self) -> str:
         return (

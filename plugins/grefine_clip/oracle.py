@@ -2,8 +2,8 @@
 image statistics and a fixed lexicon, so the real PQ, AQ, fuser and stage code can be checked on
 scenes whose answer is known. It proves the logic, not the quality of CLIP.
 
-It has :class:`~grefine_clip.model.SurgeryCLIP`'s interface (``preprocess``, ``encode_image``,
-``encode_text_ensemble``, ``encode_prompt_embeddings``, ...). Its token features are unit vectors
+It is a :class:`grefine_core.ClipBackbone` (``preprocess``, ``encode_image``, ``encode_texts``,
+``encode_prompt_embeddings``, with the single template ``{}``), offered as the ``oracle`` backbone. Its token features are unit vectors
 made of fixed-norm blocks (see docs/behaviour.md for the numbers):
 
 - **quality** (2 dims, norm ``R_QUALITY``): ``(cos t, sin t)`` with ``cos t = 1 - 2 b`` and the
@@ -195,7 +195,7 @@ def tokens_from_reading(reading: SceneReading) -> np.ndarray:
 
 
 class OracleCLIP:
-    """The planted-truth backbone with :class:`~grefine_clip.model.SurgeryCLIP`'s interface.
+    """The planted-truth backbone, a :class:`grefine_core.ClipBackbone`.
 
     ``preprocess`` reads the image (:func:`~grefine_clip.oracle_scene.read_scene`) and returns its
     planted tokens ``[1, N, D]``; ``encode_image`` hands them on. Nothing is learned or loaded.
@@ -205,12 +205,11 @@ class OracleCLIP:
     image_size = 224
     embed_dim = EMBED_DIM
     text_width = 8  # width of the planted PQ prompt "embeddings"
+    #: Text features come from the lexicon directly: no prompt ensemble.
+    templates = ("{}",)
     planted_truth = True
 
     def __init__(self) -> None:
-        from grefine_clip.model import TextFeatureCache
-
-        self.text_cache = TextFeatureCache(0)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self._last: tuple[Any, SceneReading] | None = None
@@ -228,7 +227,7 @@ class OracleCLIP:
     # ------------------------------------------------------------------ image side
     def read(self, image: Any) -> SceneReading:
         """The scene reading of ``image`` (kept for the last image, so notes cost nothing)."""
-        from grefine_clip.images import as_pil
+        from grefine_quality.pixels import as_pil
 
         if self._last is not None and self._last[0] is image:
             return self._last[1]
@@ -267,21 +266,17 @@ class OracleCLIP:
         return pixel_values.to(device=self.device, dtype=torch.float32)
 
     # ------------------------------------------------------------------ text side
-    def encode_text_ensemble(
-        self, texts: str | Sequence[str], templates: Sequence[str] | None = None, **_: Any
-    ) -> torch.Tensor:
-        """Planted text features ``[n, D]`` (unit rows; templates play no part here)."""
-        if isinstance(texts, str):
-            texts = [texts]
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Planted text features ``[n, D]`` (unit rows) of ``texts`` as given."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
         feats = np.stack([text_feature(str(t)) for t in texts]) if texts else np.zeros((0, 1))
         return torch.from_numpy(feats.reshape(len(texts), EMBED_DIM)).float().to(self.device)
 
-    def redundant_feature(self) -> torch.Tensor:
-        """``T_""`` ``[1, D]``: the neutral direction."""
-        return self.encode_text_ensemble([""])
-
-    def encode_prompt_embeddings(self, embeddings: torch.Tensor, **_: Any) -> torch.Tensor:
-        """The planted "good" / "bad" pair ``[2, D]`` (not normalised) for any PQ prompt pair."""
+    def encode_prompt_embeddings(
+        self, embeddings: torch.Tensor, eot_index: int = 20
+    ) -> torch.Tensor:
+        """The planted "good" / "bad" pair ``[2, D]`` (not normalised) for any PQ prompt pair
+        (the end-of-text row plays no part)."""
         if embeddings.ndim != 3 or embeddings.shape[0] != 2:
             raise InputError(
                 f"the oracle's PQ prompts are one (good, bad) pair [2, L, W], got "
@@ -292,13 +287,12 @@ class OracleCLIP:
         pair[0, _Q0], pair[1, _Q0] = scale, -scale
         return pair
 
-    def planted_pq_prompts(self) -> Any:
-        """Stand-in PQ prompts: one planted good/bad pair serves all four factors (no files)."""
-        from grefine_clip.constants import PQ_FACTORS
-        from grefine_clip.pq import PQPrompts
+    def planted_pq_prompts(self) -> dict[str, torch.Tensor]:
+        """Stand-in PQ prompt embeddings ``{factor: [2, 77, W]}`` (zeros): one planted good/bad
+        pair (:meth:`encode_prompt_embeddings`) serves all four factors; no files."""
+        from grefine_quality.constants import PQ_FACTORS
 
-        emb = {f: torch.zeros((2, 77, self.text_width)) for f in PQ_FACTORS}
-        return PQPrompts(embeddings=emb, files={f: "<oracle: planted>" for f in PQ_FACTORS})
+        return {f: torch.zeros((2, 77, self.text_width)) for f in PQ_FACTORS}
 
     def __repr__(self) -> str:
         return f"OracleCLIP(grid={GRID}, embed_dim={EMBED_DIM}, device={self.device})"

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from grefine_core.app.manifest import read_rows, resolve_image_path
 from grefine_core.errors import InputError
-from grefine_core.manifest import read_rows, resolve_image_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 

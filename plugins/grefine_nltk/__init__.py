@@ -2,7 +2,8 @@
 
 Public API (imported lazily, so ``import grefine_nltk`` loads neither NLTK nor spaCy)::
 
-    from grefine_nltk import parse_prompt, parse_prompts, format_tree
+    from grefine_nltk import parse_prompt, parse_prompts
+    from grefine_core.app.display import format_tree  # the phrase-tree printer
     parsed = parse_prompt("a red cat on a wooden table", tagger="auto")
     print(format_tree(parsed))
 
@@ -16,7 +17,6 @@ from grefine_core.lazy import lazy_exports
 _EXPORTS = {
     "parse_prompt": "grefine_nltk.parser",
     "parse_prompts": "grefine_nltk.parser",
-    "format_tree": "grefine_core.display",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,8 +1,10 @@
 """ONNX-exported, TensorRT-friendly CLIP Surgery encoders for the PQ / AQ indicators.
 
-Plugins ``onnx_pq`` / ``onnx_aq`` (select ``perceptual = "onnx_pq"``, ``alignment = "onnx_aq"``),
-the ``grefine export-onnx`` command (:mod:`grefine_onnx.cli`) and this API, imported lazily so
-that ``import grefine_onnx`` loads neither torch nor onnxruntime::
+Plugin ``onnx`` (:mod:`grefine_onnx.plugin`) offers the ``onnx`` backbone to the quality
+indicators (``select perceptual = "onnx_pq"``, ``alignment = "onnx_aq"``, or
+``[plugins.backbone] name = "onnx"``) and the ``grefine export-onnx`` command
+(:mod:`grefine_onnx.cli`). This API is imported lazily, so that ``import grefine_onnx`` loads
+neither torch nor onnxruntime::
 
     from grefine_onnx import export_clip, ExportOptions, ensure_export, OnnxSurgeryCLIP
 """

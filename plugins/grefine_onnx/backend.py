@@ -1,24 +1,26 @@
-"""``OnnxSurgeryCLIP``: grefine_clip's :class:`~grefine_clip.model.SurgeryCLIP` with its three
-encoders replaced by ONNX Runtime sessions.
+"""``OnnxSurgeryCLIP``: the CLIP Surgery encoders in ONNX Runtime, a
+:class:`grefine_core.ClipBackbone` (registered as the ``onnx`` backbone).
 
-Everything else is inherited unchanged: preprocessing, tokenisation, the prompt ensemble and its
-cache, normalisation, feature surgery and similarity maps. grefine_clip's
-:class:`~grefine_clip.pq.PerceptualQuality` and :class:`~grefine_clip.aq.AlignmentQuality` take
-it as their backbone, so PQ / AQ post-processing is the torch plugins' own code fed with
-ONNX-produced tokens and features. No torch CLIP model is kept in memory.
+It preprocesses and tokenises exactly like the torch backbone (``grefine_quality.pixels``,
+open_clip's tokenizer) and runs the image, text and prompt graphs of an export made from it; the
+PQ / AQ math (``grefine_quality``) is the same code whichever backbone feeds it. No torch CLIP
+model is kept in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from grefine_clip.constants import PQ_EOT_INDEX
-from grefine_clip.model import SurgeryCLIP, TextFeatureCache, prompt_templates
+from grefine_quality.constants import PQ_EOT_INDEX
+from grefine_quality.ensemble import prompt_templates
+from grefine_quality.pixels import clip_pixels
+from grefine_quality.text_batches import encode_by_length, token_ids
 
 from grefine_core.errors import ConfigError, InputError
 from grefine_onnx.constants import ALL_PARTS
@@ -83,8 +85,8 @@ def trt_profiles(manifest: dict[str, Any], config: SessionConfig) -> dict[str, A
     }
 
 
-class OnnxSurgeryCLIP(SurgeryCLIP):
-    """A :class:`SurgeryCLIP` whose image, text and prompt encoders run in ONNX Runtime.
+class OnnxSurgeryCLIP:
+    """The CLIP Surgery backbone whose image, text and prompt encoders run in ONNX Runtime.
 
     Build it with :meth:`from_export` on a folder written by
     :func:`grefine_onnx.export.export_clip` (or the cache, see :func:`grefine_onnx.load_onnx_clip`).
@@ -99,10 +101,7 @@ class OnnxSurgeryCLIP(SurgeryCLIP):
         directory: str | Path,
         manifest: dict[str, Any],
         config: SessionConfig,
-        *,
-        text_cache_size: int = 4096,
     ):
-        # SurgeryCLIP.__init__ wraps a torch model; here the encoders are ORT sessions instead.
         from open_clip.tokenizer import SimpleTokenizer
 
         self.export_dir = Path(directory)
@@ -155,7 +154,8 @@ class OnnxSurgeryCLIP(SurgeryCLIP):
         )
         self.tokenizer = SimpleTokenizer(context_length=int(arch["context_length"]))
         self.templates = prompt_templates()
-        self.text_cache = TextFeatureCache(text_cache_size)
+        #: Exported from a random-weight CLIP (``tiny``): PQ may use random prompts too.
+        self.random_weights = manifest.get("source", {}).get("model") == "tiny"
         source = manifest.get("source", {}).get("description") or "CLIP"
         self.description = (
             f"ONNX ({manifest.get('dtype')}, {', '.join(self.providers)}) of {source}"
@@ -173,7 +173,6 @@ class OnnxSurgeryCLIP(SurgeryCLIP):
         config: SessionConfig | None = None,
         *,
         verify_files: bool = True,
-        text_cache_size: int = 4096,
     ) -> OnnxSurgeryCLIP:
         """Open the export in ``directory`` (its manifest and files are checked first).
 
@@ -186,9 +185,7 @@ class OnnxSurgeryCLIP(SurgeryCLIP):
                 "(re-)export it with `grefine export-onnx --model ... --out DIR`"
             )
         assert check.manifest is not None
-        return cls(
-            directory, check.manifest, config or SessionConfig(), text_cache_size=text_cache_size
-        )
+        return cls(directory, check.manifest, config or SessionConfig())
 
     # ------------------------------------------------------------------ overrides
 
@@ -203,24 +200,58 @@ class OnnxSurgeryCLIP(SurgeryCLIP):
             "[plugins.onnx] fp16 instead of .to()"
         )
 
+    def preprocess(self, image: Any, size: int | None = None) -> torch.Tensor:
+        """The CLIP preprocessing (:func:`grefine_quality.pixels.clip_pixels`), as the torch
+        backbone does it: float32 ``[1, 3, S, S]`` on the CPU."""
+        return clip_pixels(image, int(size or self.image_size))
+
     def encode_image(self, pixel_values: torch.Tensor, surgery: bool = True) -> torch.Tensor:
-        """Surgery tokens ``[B, 1 + g*g, D]`` from the ONNX image graph."""
+        """Surgery tokens ``[B, 1 + g*g, D]`` (float32) from the ONNX image graph."""
         if not surgery:
             raise InputError(
                 "the ONNX export holds the CLIP Surgery image encoder only (surgery=True)"
             )
-        return super().encode_image(pixel_values, surgery=True)
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise InputError(f"pixel values must be [B, 3, H, W], got {tuple(pixel_values.shape)}")
+        return self.visual(pixel_values.to(device=self.device, dtype=torch.float32)).float()
+
+    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """CLIP BPE token ids ``[n, context_length]`` (long prompts truncated, EOT kept)."""
+        return self.tokenizer([texts] if isinstance(texts, str) else list(texts))
+
+    def encode_text(
+        self, texts_or_tokens: str | Sequence[str] | torch.Tensor, *, cut: bool = True
+    ) -> torch.Tensor:
+        """Plain CLIP text features ``[n, D]`` from the ONNX text graph (float32, not normalised).
+
+        :param cut: cut the sequences after the longest end-of-text token (exact under the causal
+            mask); False runs all ``context_length`` positions.
+        """
+        tokens = token_ids(texts_or_tokens, self.tokenize, cut)
+        return self.text(tokens.to(self.device)).float()
+
+    def encode_texts(self, texts: Sequence[str], max_tokens: int = 8192) -> torch.Tensor:
+        """Features ``[n, D]`` of ``texts`` as given, in length-sorted chunks of the text graph."""
+        tokens = self.tokenize(list(texts))
+        return encode_by_length(tokens, self.text, self.embed_dim, self.device, max_tokens)
 
     def encode_prompt_embeddings(
         self, embeddings: torch.Tensor, eot_index: int = PQ_EOT_INDEX
     ) -> torch.Tensor:
-        """Features of learned prompt embeddings through the ONNX prompt graph."""
+        """Features ``[B, D]`` of learned prompt embeddings ``[B, L, W]`` through the ONNX prompt
+        graph (only the rows up to ``eot_index`` are fed)."""
         if int(eot_index) != self.prompt_text.eot_index:
             raise InputError(
                 f"the ONNX prompt graph was exported for an end-of-text row {self.prompt_text.eot_index}, "
                 f"got {eot_index}"
             )
-        return super().encode_prompt_embeddings(embeddings, eot_index)
+        if embeddings.ndim != 3 or embeddings.shape[2] != self.text_width:
+            raise InputError(
+                f"prompt embeddings must be [B, L, {self.text_width}] for this CLIP's text tower, "
+                f"got {tuple(embeddings.shape)}"
+            )
+        x = embeddings[:, : eot_index + 1].to(device=self.device, dtype=torch.float32)
+        return self.prompt_text(x).float()
 
     def __repr__(self) -> str:
         return (

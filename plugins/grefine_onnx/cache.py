@@ -48,7 +48,7 @@ def ensure_export(
 ) -> tuple[Path, dict[str, Any]]:
     """An up-to-date export of ``clip``: reused when its manifest matches, exported otherwise.
 
-    :param clip: the torch :class:`grefine_clip.SurgeryCLIP` (the source of truth).
+    :param clip: the torch ``clip`` backbone (the source of truth).
     :param options: the export options (for ``directory``: only used when re-exporting).
     :param directory: an explicit export folder (e.g. from ``grefine export-onnx --out``); any
         export options are accepted there, but its weights hash must match ``clip``'s and it

@@ -71,13 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_clip(model: str, pretrained: str, cache_dir: str):
-    from grefine_clip.model import SurgeryCLIP
+    """The torch ``clip`` backbone to export, found through the plugin host."""
+    from grefine_core.plugins import PluginHost
+    from grefine_onnx.runtime import torch_backbone
 
-    if model == "tiny":
-        return SurgeryCLIP.tiny()
-    if not pretrained and not Path(model).expanduser().exists():
+    if model != "tiny" and not pretrained and not Path(model).expanduser().exists():
         log.warning("export-onnx: --pretrained '' builds %s with RANDOM weights", model)
-    return SurgeryCLIP.from_pretrained(model, pretrained, cache_dir=cache_dir or None)
+    host = PluginHost()
+    settings_model = host.settings_models().get("clip")
+    if settings_model is None:
+        raise UsageError(
+            "export-onnx needs the torch backbone of the 'clip' plugin, which is not loaded "
+            "(see `grefine plugins`)"
+        )
+    settings = settings_model(model=model, pretrained=pretrained, cache_dir=cache_dir)
+    return torch_backbone(settings, host.backbones())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Export grefine_clip's CLIP Surgery encoders to ONNX.
+"""Export the CLIP Surgery encoders of the torch ``clip`` backbone to ONNX.
 
 Three graphs (see :data:`grefine_onnx.constants.PART_FILES`), each with float32 inputs/outputs:
 
@@ -90,7 +90,8 @@ class ExportOptions:
 
 
 def architecture(clip: Any) -> dict[str, int]:
-    """The shape facts of a :class:`grefine_clip.SurgeryCLIP` that the graphs depend on."""
+    """The shape facts of an exportable backbone (the torch ``clip`` backbone) that the graphs
+    depend on."""
     visual = clip.visual
     return {
         "image_size": int(visual.image_size),
@@ -145,19 +146,17 @@ def io_shapes(part: str, options: ExportOptions, arch: dict[str, int]) -> dict[s
 
 
 def _graph_module(clip: Any, part: str, fp16: bool) -> Any:
-    """The wrapper module of ``part``, on the CPU in the export dtype (a copy when the clip's own
-    modules are elsewhere or in another dtype, so the caller's model is never changed)."""
+    """The exportable module of ``part`` (the backbone's ``onnx_graphs()``), on the CPU in the
+    export dtype (a copy when the backbone's own modules are elsewhere or in another dtype, so
+    the caller's model is never changed)."""
     import torch
 
-    from grefine_onnx.graphs import ImageGraph, PromptTextGraph, TextGraph
-
-    source = {"image": clip.visual, "text": clip.text, "prompt_text": clip.prompt_text}[part]
+    module = clip.onnx_graphs()[part]
     want = torch.float16 if fp16 else torch.float32
-    p = next(source.parameters())
+    p = next(module.parameters())
     if p.dtype != want or p.device.type != "cpu":
-        source = copy.deepcopy(source).to(device="cpu", dtype=want)
-    wrapper = {"image": ImageGraph, "text": TextGraph, "prompt_text": PromptTextGraph}[part]
-    return wrapper(source).eval()
+        module = copy.deepcopy(module).to(device="cpu", dtype=want)
+    return module.eval()
 
 
 def _example(clip: Any, part: str, options: ExportOptions, arch: dict[str, int]) -> Any:
@@ -236,7 +235,7 @@ def export_clip(
     Files are written into a staging folder first and moved into place one by one; the manifest
     is removed first and written last, so an interrupted export never looks valid.
 
-    :param clip: a :class:`grefine_clip.SurgeryCLIP` (left unchanged).
+    :param clip: the torch ``clip`` backbone (left unchanged; its ``onnx_graphs()`` are exported).
     :param out_dir: the folder (created if needed).
     :param options: :class:`ExportOptions` (default: fp32, dynamic batch, all graphs).
     :param weights_sha256: the source-weights hash when already known (computed otherwise).

@@ -43,7 +43,7 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
 
 
 def clip_weights_sha256(clip: Any) -> str:
-    """The source-weights hash of a :class:`grefine_clip.SurgeryCLIP` (its open_clip model)."""
+    """The source-weights hash of the torch ``clip`` backbone (its open_clip model)."""
     return state_dict_sha256(clip.model.state_dict())
 
 

@@ -1,8 +1,6 @@
-"""Glue between the run context and the ONNX backend: one backend per configuration (exported on
-first use into the cache), one image pass per image per run, shared by ``onnx_pq`` and ``onnx_aq``.
-
-Mirrors :mod:`grefine_clip.runtime`, with :class:`~grefine_onnx.backend.OnnxSurgeryCLIP` as the
-backbone of grefine_clip's own ``PerceptualQuality`` / ``AlignmentQuality``.
+"""The ``onnx`` backbone's factory (``grefine_backbones``): one ONNX backend per configuration,
+exported on first use into the cache from the torch ``clip`` backbone, which it finds through
+the plugin host like any other backbone (it never imports the torch plugin).
 """
 
 from __future__ import annotations
@@ -15,20 +13,54 @@ from typing import Any
 log = logging.getLogger("grefine.onnx")
 
 
-def load_onnx_clip(clip_settings: Any, onnx_settings: Any, *, text_cache_size: int = 4096) -> Any:
+def torch_backbone(clip_settings: Any, backbones: dict[str, Any] | None = None) -> Any:
+    """A fresh ``clip`` backbone (the torch CLIP Surgery model of ``clip_settings``, float32 on
+    the CPU, in a model cache of its own so it is dropped after use): the source of an export.
+
+    :param backbones: the ``{name: factory}`` of a pipeline (default: a plugin host's).
+    :raises ConfigError: no plugin offers ``clip``, or its backbone cannot be exported.
+    """
+    from grefine_core.config import GRefineConfig
+    from grefine_core.context import ModelCache, RunContext
+    from grefine_core.errors import ConfigError
+
+    if backbones is None:
+        from grefine_core.plugins import PluginHost
+
+        backbones = PluginHost().backbones()
+    context = RunContext(
+        config=GRefineConfig(),
+        models=ModelCache(),
+        plugin_settings={"clip": clip_settings},
+        backbones=dict(backbones),
+    )
+    backbone = context.backbone("clip")
+    if not hasattr(backbone, "onnx_graphs"):
+        raise ConfigError(
+            f"the 'clip' backbone for [plugins.clip] model = {clip_settings.model!r} "
+            f"({backbone.description}) has no ONNX export: the planted-truth backbone, not a "
+            "CLIP, has no weights and no ONNX backend; use it with clip_pq/clip_aq "
+            "(--preset oracle)"
+        )
+    return backbone
+
+
+def load_onnx_clip(
+    clip_settings: Any, onnx_settings: Any, *, backbones: dict[str, Any] | None = None
+) -> Any:
     """Build the ONNX backend for ``[plugins.clip]`` + ``[plugins.onnx]``.
 
-    Steps: find which providers really work (one probe session); load the torch CLIP once to
-    hash its weights; reuse the cached / given export when its manifest matches, export otherwise
+    Steps: find which providers really work (one probe session); load the torch CLIP once
+    (:func:`torch_backbone`) to hash its weights; reuse the cached / given export when its manifest matches, export otherwise
     (:func:`grefine_onnx.cache.ensure_export`); open the three sessions; drop the torch model.
     ``fp16`` without a usable GPU provider falls back to the float32 export with a warning.
 
-    :param clip_settings: a :class:`grefine_clip.settings.ClipSettings`.
+    :param clip_settings: the ``[plugins.clip]`` settings (model, pretrained, cache_dir).
     :param onnx_settings: an :class:`grefine_onnx.settings.OnnxSettings`.
+    :param backbones: where to find the ``clip`` backbone (default: a plugin host's).
     :returns: an :class:`~grefine_onnx.backend.OnnxSurgeryCLIP`.
     """
     import onnxruntime as ort
-    from grefine_clip.model import SurgeryCLIP
 
     from grefine_onnx.backend import OnnxSurgeryCLIP
     from grefine_onnx.cache import ensure_export
@@ -54,9 +86,7 @@ def load_onnx_clip(clip_settings: Any, onnx_settings: Any, *, text_cache_size: i
         static_image_batch=s.static_image_batch,
         static_text_batch=s.static_text_batch,
     )
-    torch_clip = SurgeryCLIP.from_pretrained(
-        clip_settings.model, clip_settings.pretrained, cache_dir=clip_settings.cache_dir or None
-    )
+    torch_clip = torch_backbone(clip_settings, backbones)
     folder, manifest = ensure_export(
         torch_clip,
         options,
@@ -75,7 +105,7 @@ def load_onnx_clip(clip_settings: Any, onnx_settings: Any, *, text_cache_size: i
         trt_fp16=manifest.get("dtype") == "float16",
         trt_cache_dir=trt_dir,
     )
-    clip = OnnxSurgeryCLIP(folder, manifest, config, text_cache_size=text_cache_size)
+    clip = OnnxSurgeryCLIP(folder, manifest, config)
     log.info("onnx: %r", clip)
     return clip
 
@@ -88,29 +118,13 @@ def backend_key(context: Any) -> tuple[Any, ...]:
     return ("grefine_onnx.OnnxSurgeryCLIP", c.model, pretrained, c.cache_dir, o.model_dump_json())
 
 
-def get_clip(context: Any) -> Any:
-    """The shared :class:`~grefine_onnx.backend.OnnxSurgeryCLIP` (built on first use)."""
+def get_onnx(context: Any) -> Any:
+    """The ``onnx`` backbone: the :class:`~grefine_onnx.backend.OnnxSurgeryCLIP` of
+    ``[plugins.clip]`` + ``[plugins.onnx]`` (built on first use)."""
     c = context.settings("clip")
     o = context.settings("onnx")
-    return context.models.get_or_create(backend_key(context), lambda: load_onnx_clip(c, o))
 
+    def build() -> Any:
+        return load_onnx_clip(c, o, backbones=context.backbones)
 
-def image_tokens(context: Any, clip: Any, image: Any) -> Any:
-    """Surgery tokens ``[1, N, D]`` of ``image`` from the ONNX image graph, once per run."""
-    from grefine_clip import runtime
-
-    return runtime.image_tokens(context, clip, image, key=backend_key(context))
-
-
-def get_pq(context: Any) -> Any:
-    """grefine_clip's ``PerceptualQuality`` of ``[plugins.pq]`` on the ONNX backbone."""
-    from grefine_clip import runtime
-
-    return runtime.get_pq(context, get_clip(context), backend_key(context), label="onnx_pq")
-
-
-def get_aq(context: Any) -> Any:
-    """grefine_clip's ``AlignmentQuality`` of ``[plugins.aq]`` on the ONNX backbone."""
-    from grefine_clip import runtime
-
-    return runtime.get_aq(context, get_clip(context), backend_key(context))
+    return context.models.get_or_create(backend_key(context), build)

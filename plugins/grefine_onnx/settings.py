@@ -1,7 +1,8 @@
 """``[plugins.onnx]``: where the ONNX exports live and how ONNX Runtime runs them.
 
-Pydantic only (no torch, no onnxruntime at import time). The ``clip``, ``pq`` and ``aq`` sections
-are grefine_clip's own models, shared with the torch plugins.
+Pydantic only (no torch, no onnxruntime at import time). The model to export comes from
+``[plugins.clip]`` (the torch backbone's section); ``[plugins.pq]`` / ``[plugins.aq]`` belong to
+the quality indicators, whichever backbone they run on.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def parity(
     """Max absolute difference between each exported graph and ``clip``'s torch encoder on the
     same seeded inputs.
 
-    :param clip: the torch :class:`grefine_clip.SurgeryCLIP` the export came from.
+    :param clip: the torch ``clip`` backbone the export came from.
     :param directory: the export folder.
     :param batch: inputs per graph.
     :param config: session configuration (default: CPU provider).

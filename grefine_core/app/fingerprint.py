@@ -237,7 +237,7 @@ def static_parts(pipeline: GRefine) -> dict[str, Any]:
 
     config = resolved_config(pipeline)
     plugins: dict[str, Any] = {}
-    modules = [sys.modules[__name__]]
+    modules = [sys.modules["grefine_core"]]  # the kernel and the app
     for slot in SLOTS:
         name = pipeline.slot_plugin(slot)
         plugins[slot] = None if name is None else [name, pipeline.host.plugin_version(name)]
@@ -274,3 +274,15 @@ def run_fingerprint(
         **(static if static is not None else static_parts(pipeline)),
     }
     return Fingerprint(parts)
+
+
+def pipeline_fingerprint(
+    pipeline: GRefine, image: Any, prompt: str, seed: int | None, mode: str
+) -> Fingerprint:
+    """The fingerprint of one run of ``pipeline`` (``seed=None``: the configured seed); the
+    item-independent parts are computed once per pipeline and kept on it."""
+    static = getattr(pipeline, "_fingerprint_static", None)
+    if static is None:
+        static = pipeline._fingerprint_static = static_parts(pipeline)
+    run_seed = pipeline.config.seed if seed is None else int(seed)
+    return run_fingerprint(pipeline, image, prompt, run_seed, mode, static)

@@ -14,21 +14,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from grefine_clip import ops
-from grefine_clip.constants import (
+from grefine_core.backbone import ClipBackbone
+from grefine_core.errors import ConfigError, InputError, MissingWeightsError, reason_of
+from grefine_core.types import PerceptualResult
+from grefine_quality import ops
+from grefine_quality.constants import (
     PAPER_CASK_BOUNDS,
     PQ_BASE_URL,
     PQ_ENV_VAR,
+    PQ_EOT_INDEX,
     PQ_FACTORS,
     PQ_SHA256,
     REFERENCE_CASK_BOUNDS,
     pq_filename,
 )
-from grefine_clip.model import SurgeryCLIP
-from grefine_core.errors import ConfigError, InputError, MissingWeightsError, reason_of
-from grefine_core.types import PerceptualResult
 
-log = logging.getLogger("grefine.clip")
+log = logging.getLogger("grefine.quality")
 
 #: How the PQ map ``P`` is made (see :class:`PerceptualQuality`).
 PQ_MAPS: tuple[str, ...] = ("absolute", "minmax_cask", "minmax")
@@ -96,17 +97,12 @@ def _has_all(folder: Path) -> bool:
 
 def pq_search_dirs() -> list[Path]:
     """Folders searched for the four ``PQ-*.pth`` files when none is given, in order:
-    ``$GREFINE_PQ_DIR``, ``~/.cache/grefine/pq_embeddings``, the shared data folder."""
+    ``$GREFINE_PQ_DIR``, then ``~/.cache/grefine/pq_embeddings``."""
     dirs: list[Path] = []
     env = os.environ.get(PQ_ENV_VAR)
     if env:
         dirs.append(Path(env).expanduser())
     dirs.append(DEFAULT_PQ_CACHE.expanduser())
-    from grefine_core.shared_data import shared_path
-
-    shared = shared_path("data", "pq_embeddings")
-    if shared is not None:
-        dirs.append(shared)
     return dirs
 
 
@@ -205,9 +201,9 @@ def load_pq_prompts(
     :param source: a folder holding the four files; a URL of such a folder (downloaded into
         ``download_dir``); ``{factor: path}``; four paths (named ``PQ-<factor>.pth``, else taken in
         the order overall, technical, rational, natural); or ``None``/``""`` to search
-        ``$GREFINE_PQ_DIR``, ``~/.cache/grefine/pq_embeddings`` and the shared data folder.
+        ``$GREFINE_PQ_DIR`` and ``~/.cache/grefine/pq_embeddings``.
     :param allow_download: when nothing is found, download from the authors' repository
-        (:data:`grefine_clip.constants.PQ_BASE_URL`).
+        (:data:`grefine_quality.constants.PQ_BASE_URL`).
     :param download_dir: where downloads go (default ``~/.cache/grefine/pq_embeddings``).
     :param verify_hash: check each file's sha256 against the released files (turn off only for
         prompts you trained yourself).
@@ -266,7 +262,7 @@ def load_pq_prompts(
 class PerceptualQuality:
     """PQ-Map (docs/indicators.md): perceptual quality score ``p`` and map ``P`` (high = good).
 
-    :param clip: the :class:`~grefine_clip.model.SurgeryCLIP` backbone.
+    :param clip: the backbone (:class:`grefine_core.ClipBackbone`).
     :param prompts: the learned prompts (:func:`load_pq_prompts`).
     :param compat: ``"paper"`` (per-token normalisation, the paper's cask bounds) or
         ``"reference"`` (the released PQ-Map.py: token-axis normalisation, 0.935 for all three
@@ -282,7 +278,7 @@ class PerceptualQuality:
 
     def __init__(
         self,
-        clip: SurgeryCLIP,
+        clip: ClipBackbone,
         prompts: PQPrompts,
         compat: str = "paper",
         *,
@@ -309,7 +305,9 @@ class PerceptualQuality:
         self.cask_bounds = tuple(float(b) for b in (cask_bounds or default))
         self.batch_size = max(1, int(batch_size))
         # [4 factors x (good, bad), D], encoded once.
-        feats = [clip.encode_prompt_embeddings(prompts.embeddings[f]) for f in PQ_FACTORS]
+        feats = [
+            clip.encode_prompt_embeddings(prompts.embeddings[f], PQ_EOT_INDEX) for f in PQ_FACTORS
+        ]
         self.text_features = torch.cat(feats, 0)
 
     def factor_text_features(self) -> dict[str, torch.Tensor]:
@@ -326,7 +324,7 @@ class PerceptualQuality:
     ) -> list[PerceptualResult]:
         """Results for already encoded images.
 
-        :param tokens: raw surgery tokens ``[B, N, D]`` (:meth:`SurgeryCLIP.encode_image`).
+        :param tokens: raw surgery tokens ``[B, N, D]`` (the backbone's ``encode_image``).
         :param sizes: ``(H, W)`` of each image's map.
         """
         if tokens.shape[0] != len(sizes):
@@ -378,7 +376,7 @@ class PerceptualQuality:
         :param tokens: its surgery tokens ``[1, N, D]`` when already encoded (shared with AQ).
         :returns: a :class:`~grefine_core.types.PerceptualResult` with ``map`` of shape (H, W).
         """
-        from grefine_clip.images import as_pil
+        from grefine_quality.pixels import as_pil
 
         pil = as_pil(image)
         if tokens is None:
@@ -387,7 +385,7 @@ class PerceptualQuality:
 
     def batch(self, images: Sequence[Any], batch_size: int | None = None) -> list[PerceptualResult]:
         """Score several images, encoding ``batch_size`` at a time; same results as one by one."""
-        from grefine_clip.images import as_pil
+        from grefine_quality.pixels import as_pil
 
         pils = [as_pil(im) for im in images]
         step = max(1, int(batch_size or self.batch_size))

@@ -1,8 +1,10 @@
-"""Image preparation for CLIP (docs/indicators.md): bicubic resize straight to the model size, then RGB.
+"""Image preparation for CLIP (docs/indicators.md): bicubic resize straight to the model size, then
+RGB, then the CLIP mean and std. Shared by the backbones (torch and ONNX) so they see the same
+pixels.
 
 Works for every PIL mode: 8-bit modes follow the reference order exactly (resize, then convert to
 RGB, then /255), high-bit-depth modes (``I;16``, ``I``, ``F``) are rescaled to [0, 1] in float
-before the resize so 16-bit images are not clipped to white. Numpy / PIL only (no torch).
+before the resize so 16-bit images are not clipped to white. Numpy / PIL only at import time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import numpy as np
 from PIL import Image
 
 from grefine_core.errors import InputError
+
+#: OpenAI CLIP pixel mean / std (docs/indicators.md).
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 # Modes whose resize-then-convert order reproduces the reference preprocessing.
 _RESIZE_FIRST = {"RGB", "RGBA", "L", "LA", "RGBX", "RGBa", "La"}
@@ -88,3 +94,19 @@ def resize_to_rgb(image: Any, size: int) -> np.ndarray:
     else:  # CMYK, YCbCr, LAB, HSV, ...: resample in RGB
         pil = pil.convert("RGB")
     return np.array(pil.resize((size, size), Image.BICUBIC).convert("RGB"))
+
+
+def clip_pixels(image: Any, size: int) -> Any:
+    """The CLIP input of ``image``: bicubic resize straight to ``size``, RGB, /255, CLIP mean/std
+    -> float32 torch tensor ``[1, 3, size, size]`` on the CPU (torch imported here).
+
+    :param image: PIL image of any mode (grayscale, RGBA, 16-bit...) or numpy array.
+    """
+    import torch
+
+    rgb = resize_to_rgb(image, int(size))
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    x = x.float().div(255)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
+    return x.sub_(mean).div_(std).unsqueeze(0)

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from grefine_core import plugins as _plugins
 from grefine_core.config import GRefineConfig, load_config
+from grefine_core.context import ModelCache as _ModelCache
+from grefine_core.context import RunContext as _RunContext
 from grefine_core.markers import hookimpl
+from grefine_core.plugins import SLOT_HOOKS
 from grefine_core.types import (
     AlignmentResult,
     Emphasis,
@@ -55,29 +57,58 @@ def fake_select_args(**overrides: str) -> list[str]:
 @contextmanager
 def registered_plugin(name: str, plugin: Any) -> Iterator[Any]:
     """Register ``plugin`` under ``name`` for every :class:`PluginHost` created inside the block
-    (the CLI included), as if it came from an entry point."""
-    previous = _plugins._EXTRA_PLUGINS.get(name)
-    _plugins._EXTRA_PLUGINS[name] = plugin
-    try:
+    (the CLI included), as a real entry point (see :func:`registered_plugins`)."""
+    with registered_plugins({name: plugin}):
         yield plugin
-    finally:
-        if previous is None:
-            _plugins._EXTRA_PLUGINS.pop(name, None)
-        else:
-            _plugins._EXTRA_PLUGINS[name] = previous
 
 
 @contextmanager
 def registered_fakes(**overrides: Any) -> Iterator[dict[str, Any]]:
     """Register every fake plugin (``fake_plugins()`` plus ``overrides``) for the block."""
     fakes = {**fake_plugins(), **overrides}
-    previous = dict(_plugins._EXTRA_PLUGINS)
-    _plugins._EXTRA_PLUGINS.update(fakes)
-    try:
+    with registered_plugins(fakes):
         yield fakes
-    finally:
-        _plugins._EXTRA_PLUGINS.clear()
-        _plugins._EXTRA_PLUGINS.update(previous)
+
+
+@contextmanager
+def registered_plugins(plugins: Mapping[str, Any]) -> Iterator[None]:
+    """Install ``{name: plugin}`` for the block as the ``grefine`` entry points of a temporary
+    distribution (``grefine-registered-<id>``) at the front of ``sys.path``.
+
+    The plugins then come in exactly as an installed plugin does (discovery, blocking when
+    disabled, loading, ``grefine plugins``), and the kernel keeps no registry of its own. A name
+    that an installed plugin also has is overridden for the block.
+    """
+    import importlib
+    import sys
+    import tempfile
+    import types
+    import uuid
+    from pathlib import Path
+
+    token = uuid.uuid4().hex[:12]
+    module_name = f"_grefine_registered_{token}"
+    module = types.ModuleType(module_name)
+    lines = ["[grefine]"]
+    for i, (name, plugin) in enumerate(plugins.items()):
+        setattr(module, f"plugin_{i}", plugin)
+        lines.append(f"{name} = {module_name}:plugin_{i}")
+    with tempfile.TemporaryDirectory(prefix="grefine-registered-") as tmp:
+        info = Path(tmp) / f"grefine_registered_{token}-0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: grefine-registered-{token}\nVersion: 0\n"
+        )
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        sys.modules[module_name] = module
+        sys.path.insert(0, tmp)
+        importlib.invalidate_caches()
+        try:
+            yield
+        finally:
+            sys.path.remove(tmp)
+            sys.modules.pop(module_name, None)
+            importlib.invalidate_caches()
 
 
 def fake_config(
@@ -220,7 +251,7 @@ class RaisingPlugin:
         import types
 
         self.slot, self.message = slot, message
-        hook = _plugins.SLOT_HOOKS[slot]
+        hook = SLOT_HOOKS[slot]
         setattr(self, hook, types.MethodType(_RAISERS[hook], self))
 
 
@@ -289,3 +320,19 @@ def make_test_image(
     arr[:, width // 2 :] = 200 + rng.integers(0, 40, size=(height, width - width // 2, 3))
     arr[:, : width // 2] = 30
     return Image.fromarray(arr, "RGB").convert(mode)
+
+
+def standalone_context(config: GRefineConfig | None = None, seed: int = 0) -> _RunContext:
+    """A context for calling a plugin directly (tests), with default settings."""
+    cfg = config if config is not None else GRefineConfig()
+    return _RunContext(config=cfg, models=_ModelCache(), plugin_settings={}, seed=seed)
+
+
+def pipeline_context(config: GRefineConfig | None = None, seed: int = 0) -> _RunContext:
+    """The context a pipeline of ``config`` (default: the ``tiny`` preset) hands its plugins:
+    every installed plugin's settings validated, the backbones offered. For calling one
+    plugin's hooks directly in a test."""
+    from grefine_core.pipeline import GRefine
+
+    pipeline = GRefine(config if config is not None else load_config(preset="tiny", environ={}))
+    return pipeline._context(seed, "image", "")

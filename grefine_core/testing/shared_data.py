@@ -18,7 +18,7 @@ def shared_dir() -> Path | None:
     if env:
         p = Path(env).expanduser()
         return p if p.is_dir() else None
-    repo_root = Path(__file__).resolve().parent.parent
+    repo_root = Path(__file__).resolve().parents[2]
     candidate = repo_root.parent / "shared"
     return candidate if candidate.is_dir() else None
 

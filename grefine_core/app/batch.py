@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grefine_core.app.manifest import BatchItem, unique_items
+from grefine_core.app.outputs import clean_stale_staging, output_lock, verify_item
 from grefine_core.errors import GRefineError, OutputError
-from grefine_core.manifest import BatchItem
-from grefine_core.outputs import clean_stale_staging, output_lock, verify_item
 
 if TYPE_CHECKING:
     from grefine_core.pipeline import GRefine
@@ -82,7 +82,7 @@ def check_not_overwriting_inputs(items: Iterable[BatchItem], out_dir: Path) -> N
 
 def run_batch(
     pipeline: GRefine,
-    items: list[BatchItem],
+    items: Iterable[Any],
     out_dir: str | Path | None,
     *,
     mode: str = "refine",
@@ -95,6 +95,8 @@ def run_batch(
     With ``out_dir``, the folder is locked for the whole batch (a second writer refuses before
     any model loads) and staging folders left by an interrupted run are removed first.
 
+    :param items: :class:`~grefine_core.app.manifest.BatchItem` s or ``(image, prompt)`` pairs
+        (named after their file stems, made unique).
     :param out_dir: where results are saved (``<name>.png``, ``<name>.json``, ``<name>_maps/``);
         ``None`` keeps results in memory only.
     :param resume: skip an item only when its report carries the same run fingerprint (input
@@ -105,6 +107,10 @@ def run_batch(
     """
     from grefine_core.pipeline import check_seed
 
+    listed = list(items)
+    if not all(isinstance(i, BatchItem) for i in listed):
+        listed = unique_items([(img, prompt) for img, prompt in listed])
+    items = listed
     base_seed = check_seed(pipeline.config.seed)
     check_seed(base_seed + max(len(items) - 1, 0))
     out = Path(out_dir) if out_dir is not None else None

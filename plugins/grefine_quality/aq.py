@@ -3,7 +3,7 @@
 For a parsed prompt, every phrase text, head noun and the whole prompt are encoded through the
 85-template ensemble in one batched text pass (cached), the empty-string feature ``R`` is
 subtracted (feature surgery), and each text gets a score ``sigmoid(10 * S[cls])`` and a map
-``sim_map(S[1:])``. The defect logic (docs/indicators.md) lives in :mod:`grefine_clip.aq_logic`.
+``sim_map(S[1:])``. The defect logic (docs/indicators.md) lives in :mod:`grefine_quality.aq_logic`.
 """
 
 from __future__ import annotations
@@ -16,44 +16,45 @@ from typing import Any
 import numpy as np
 import torch
 
-from grefine_clip import ops
-from grefine_clip.aq_logic import resolve_alignment, scored_indices
-from grefine_clip.model import SurgeryCLIP
+from grefine_core.backbone import ClipBackbone
 from grefine_core.errors import ConfigError, InputError
 from grefine_core.types import AlignmentResult, ParsedPrompt
+from grefine_quality import ops
+from grefine_quality.aq_logic import resolve_alignment, scored_indices
+from grefine_quality.ensemble import TextEnsemble
 
 #: ``score = sigmoid(SCORE_SCALE * S[cls])`` (released AQ-Map code).
 SCORE_SCALE = 10.0
 #: CLIP's text window (start and end tokens included).
 CLIP_WINDOW = 77
-log = logging.getLogger("grefine.clip")
+log = logging.getLogger("grefine.quality")
 
 
 class AlignmentQuality:
     """AQ-Map (docs/indicators.md): per-phrase alignment scores and maps, the defect map and the score ``a``.
 
-    :param clip: the :class:`~grefine_clip.model.SurgeryCLIP` backbone (shared with PQ).
+    :param clip: the backbone (:class:`grefine_core.ClipBackbone`, shared with PQ).
     :param merge: ``"paper"`` (product of the used maps) or ``"union"`` (max, released code).
     :param a_bound: noun-missing threshold on the noun score.
     :param beta: cask threshold of the score (Eq. 8).
     :param emphasis_weight: ``w``: defective phrases get weight ``1 + w`` in the stage-1 prompt.
     :param compat: ``"paper"`` normalises image tokens per token; ``"reference"`` over the token
         axis like the released code.
-    :param text_cache_size: resize the backbone's text-feature LRU cache (``None``: leave it).
+    :param text_cache_size: LRU size of the ensemble text-feature cache (:attr:`texts`).
     :param max_phrases: score at most this many phrases with a noun (the first ones); the rest are
         dropped with a warning (a 5,000-character prompt would otherwise give hundreds of maps).
     """
 
     def __init__(
         self,
-        clip: SurgeryCLIP,
+        clip: ClipBackbone,
         merge: str = "paper",
         a_bound: float = 0.5,
         beta: float = 0.5,
         *,
         emphasis_weight: float = 0.1,
         compat: str = "paper",
-        text_cache_size: int | None = None,
+        text_cache_size: int = 4096,
         max_phrases: int = 32,
     ):
         if merge not in ("paper", "union"):
@@ -71,8 +72,7 @@ class AlignmentQuality:
         self.emphasis_weight = float(emphasis_weight)
         self.compat = compat
         self.max_phrases = int(max_phrases)
-        if text_cache_size is not None:
-            clip.text_cache.resize(text_cache_size)
+        self.texts = TextEnsemble(clip, text_cache_size)
 
     def texts_of(self, parsed: ParsedPrompt) -> tuple[list[str], list[str], str]:
         """``(phrase texts, noun texts, prompt)`` of the phrases with a noun, in order."""
@@ -82,7 +82,7 @@ class AlignmentQuality:
     def text_features(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Ensemble features of ``texts`` ``[K, D]`` and the redundant feature ``[1, D]``, all in
         one batched text pass (uncached texts only)."""
-        feats = self.clip.encode_text_ensemble([*texts, ""])
+        feats = self.texts.encode([*texts, ""])
         return feats[:-1], feats[-1:]
 
     def surgery_scores(
@@ -186,7 +186,7 @@ class AlignmentQuality:
             them through the run context).
         :returns: an :class:`~grefine_core.types.AlignmentResult` (maps of shape (H, W)).
         """
-        from grefine_clip.images import as_pil
+        from grefine_quality.pixels import as_pil
 
         pil = as_pil(image)
         if tokens is None:

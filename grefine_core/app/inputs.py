@@ -2,7 +2,7 @@
 
 A folder stands for the images in it (not recursive, sorted by name). Prompts come from
 ``--prompt``, a manifest, a ``<stem>.txt`` sidecar beside the image, or the image's own metadata
-(A1111 ``parameters``, ComfyUI ``prompt``; :mod:`grefine_core.metadata`).
+(A1111 ``parameters``, ComfyUI ``prompt``; :mod:`grefine_core.app.metadata`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from grefine_core.app.manifest import BatchItem, unique_items
 from grefine_core.errors import InputError
-from grefine_core.manifest import BatchItem, unique_items
 
 #: File suffixes taken from a folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -80,7 +80,8 @@ def metadata_prompt(image: Path) -> tuple[str, str] | None:
     """``(prompt, source)`` from the image's A1111 / ComfyUI text chunks, if any."""
     from PIL import Image
 
-    from grefine_core.metadata import prompt_from_metadata, text_chunks
+    from grefine_core.app.metadata import prompt_from_metadata
+    from grefine_core.imageio import text_chunks
 
     try:
         with Image.open(image) as im:

@@ -31,9 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from grefine_core.app.fingerprint import Fingerprint, sha256_file
 from grefine_core.atomic import ensure_writable_dir
 from grefine_core.errors import OutputError, OutputInTheWayError
-from grefine_core.fingerprint import Fingerprint, sha256_file
 
 log = logging.getLogger(__name__)
 

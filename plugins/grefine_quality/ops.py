@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from grefine_clip.constants import SIM_MAP_EPS, SIM_MAP_FLAT
+from grefine_quality.constants import SIM_MAP_EPS, SIM_MAP_FLAT
 
 Compat = Literal["paper", "reference"]
 
@@ -55,7 +55,7 @@ def similarity_map(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Patch similarities ``[B, N-1, K]`` -> maps ``[B, H, W, K]`` in [0, 1] (docs/indicators.md).
 
     Min-max per ``(b, k)`` over the patches (with an epsilon; a map whose range is within float32
-    rounding, :data:`~grefine_clip.constants.SIM_MAP_FLAT`, gives 0), reshaped to
+    rounding, :data:`~grefine_quality.constants.SIM_MAP_FLAT`, gives 0), reshaped to
     the square ``g x g`` grid (row-major y, x), bilinear resize to ``size = (H, W)`` with
     ``align_corners=False``. Computed in float32.
     """

@@ -61,26 +61,14 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a TOML config file; overrides the preset, overridden by GREFINE_* and flags",
     )
-    p.add_argument(
-        "--select",
-        action="append",
-        default=[],
-        metavar="SLOT=PLUGIN",
-        help=f"plugin for a slot ({', '.join(SLOTS)}); PLUGIN 'none' skips the slot; repeatable",
-    )
+    select_help = f"plugin for a slot ({', '.join(SLOTS)}); PLUGIN 'none' skips the slot"
+    _select_and_set(p, select_help, "plugins.sdxl.steps=4")
     p.add_argument(
         "--disable",
         action="append",
         default=[],
         metavar="PLUGIN",
         help="block a plugin before import; its slot is skipped (ablation); repeatable",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any config key, dotted, e.g. plugins.sdxl.steps=4; repeatable",
     )
     p.add_argument("--seed", type=int, metavar="N", help="base seed (item i of a batch uses N + i)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="torch device")
@@ -180,7 +168,10 @@ def build_parser() -> ArgumentParser:
         "--parser", metavar="NAME", default=None, help="parser plugin (default: the preset's)"
     )
     pa.add_argument("--preset", metavar="NAME", help="preset to take the parser from")
+    pa.add_argument("--config", metavar="FILE", help="a TOML config file (the parser's settings)")
+    _select_and_set(pa, "only parser=NAME matters here (as --parser)", "plugins.nltk.tagger=auto")
     pa.add_argument("--json", action="store_true", help="machine-readable output")
+    pa.set_defaults(disable=[])
     _global_options(pa, top=False)
 
     pl = sub.add_parser("plugins", help="list plugins, their slots and status")
@@ -245,6 +236,24 @@ def _delegated_command(argv: list[str]) -> tuple[Any, list[str]] | None:
 # ---------------------------------------------------------------------------- config from flags
 
 
+def _select_and_set(p: argparse.ArgumentParser, select_help: str, set_example: str) -> None:
+    """The repeatable ``--select SLOT=PLUGIN`` and ``--set KEY=VALUE`` options."""
+    p.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="SLOT=PLUGIN",
+        help=f"{select_help}; repeatable",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"any config key, dotted, e.g. {set_example}; repeatable",
+    )
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     from grefine_core.config import deep_merge, dotted_to_nested, parse_scalar
 
@@ -299,8 +308,8 @@ def _config(args: argparse.Namespace):
 
 
 def _items(args: argparse.Namespace):
-    from grefine_core.inputs import expand_inputs, fill_prompts
-    from grefine_core.manifest import read_manifest
+    from grefine_core.app.inputs import expand_inputs, fill_prompts
+    from grefine_core.app.manifest import read_manifest
 
     from_metadata = getattr(args, "prompt_from_metadata", False)
     if from_metadata and getattr(args, "prompt", None) is not None:
@@ -351,8 +360,8 @@ def _check_device(device: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace, mode: str) -> int:
+    from grefine_core.app.progress import BatchProgress, StageProgressObserver, logging_above_bars
     from grefine_core.pipeline import GRefine
-    from grefine_core.progress import BatchProgress, StageProgressObserver, logging_above_bars
 
     items = _items(args)
     cfg = _config(args)
@@ -395,13 +404,13 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from grefine_core.config import load_config
     from grefine_core.pipeline import GRefine
 
-    overrides: dict[str, Any] = {"select": {s: "none" for s in SLOTS}}
-    cfg0 = load_config(preset=args.preset)
+    overrides = _overrides(args)
+    cfg0 = load_config(preset=args.preset, config_file=args.config, overrides=overrides)
     parser_name = args.parser or cfg0.select.get("parser")
     if not parser_name:
         raise UsageError(f"preset {cfg0.preset!r} selects no parser; pass --parser NAME")
-    overrides["select"]["parser"] = parser_name
-    cfg = load_config(preset=args.preset, overrides=overrides)
+    overrides["select"] = {**{s: "none" for s in SLOTS}, "parser": parser_name}
+    cfg = load_config(preset=args.preset, config_file=args.config, overrides=overrides)
     pipeline = GRefine(cfg)
     parsed = pipeline.parse(args.text)
     if args.json:
@@ -412,7 +421,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
         data["tree"] = tree
         print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
-        from grefine_core.display import format_parsed
+        from grefine_core.app.display import format_parsed
 
         print(format_parsed(parsed, syntax=True))
     return 0

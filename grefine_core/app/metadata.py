@@ -19,18 +19,6 @@ if TYPE_CHECKING:
 
 #: Keys grefine writes; an input's chunk of the same name is kept under ``source_<key>``.
 OWN_KEYS = ("parameters", "grefine")
-#: Largest text chunk read from an input (a larger one is ignored: not a prompt).
-MAX_CHUNK = 1 << 20
-
-
-def text_chunks(image: Any) -> dict[str, str]:
-    """The string entries of a PIL image's text chunks / info (PNG tEXt/iTXt/zTXt)."""
-    raw = getattr(image, "text", None)
-    if not isinstance(raw, Mapping):
-        raw = getattr(image, "info", {}) or {}
-    return {
-        str(k): v for k, v in raw.items() if isinstance(v, str) and len(v) <= MAX_CHUNK and k != ""
-    }
 
 
 def a1111_prompt(parameters: str) -> str | None:
