@@ -1,4 +1,5 @@
-"""grefine_core: the small core of G-Refine (plugin host, configuration, pipeline facade, CLI).
+"""grefine_core: the kernel of G-Refine (plugin host, configuration, pipeline facade, types);
+the application (CLI, batches, saving) is :mod:`grefine_core.app`.
 
 Plugin authors need one import: ``from grefine_core import hookimpl, StrictModel, RunContext,
 PerceptualResult, ParsedPrompt, Phrase, AlignmentResult, MaskResult, StageOutput,

@@ -227,10 +227,11 @@ class PluginHost:
 
     def _declared(
         self, hook: str, key_kind: str, expected: str, check: Callable[[Any], bool], shown: str
-    ) -> dict[str, tuple[Any, str]]:
-        """``{key: (value, plugin)}`` from every implementation of a ``{key: value}`` hook, each
-        value checked; a key that two plugins declare with different values is an error."""
-        out: dict[str, tuple[Any, str]] = {}
+    ) -> dict[str, tuple[Any, list[str]]]:
+        """``{key: (value, plugins declaring it)}`` from every implementation of a ``{key: value}``
+        hook, each value checked; a key that two plugins declare with different values is an
+        error."""
+        out: dict[str, tuple[Any, list[str]]] = {}
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             plugin = impl.plugin_name
             try:
@@ -254,10 +255,10 @@ class PluginHost:
                     )
                 if key in out and out[key][0] is not value:
                     raise ConfigError(
-                        f"plugins {out[key][1]!r} and {plugin!r} both declare {key_kind} "
+                        f"plugins {out[key][1][0]!r} and {plugin!r} both declare {key_kind} "
                         f"{shown.format(key)} with different values"
                     )
-                out.setdefault(key, (value, plugin))
+                out.setdefault(key, (value, []))[1].append(plugin)
         return out
 
     def settings_models(self) -> dict[str, type]:
@@ -272,10 +273,11 @@ class PluginHost:
             lambda m: isinstance(m, type) and issubclass(m, BaseModel),
             "[plugins.{}]",
         )
-        self.settings_owners = {section: owner for section, (_, owner) in declared.items()}
+        self.settings_owners = {section: owners[0] for section, (_, owners) in declared.items()}
         self.sections_by_plugin = {}
-        for section, owner in self.settings_owners.items():
-            self.sections_by_plugin.setdefault(owner, set()).add(section)
+        for section, (_, owners) in declared.items():
+            for owner in owners:  # every plugin that reads the section
+                self.sections_by_plugin.setdefault(owner, set()).add(section)
         return {section: model for section, (model, _) in declared.items()}
 
     def backbones(self) -> dict[str, Callable[..., Any]]:

@@ -343,3 +343,21 @@ def test_a_bad_weights_pickle_is_one_line_without_unsafe_advice(tmp_path):
     message = str(e.value)
     assert "\n" not in message and "weights_only=False" not in message
     assert "refuses" in message and str(path) in message
+
+
+def test_the_backbones_settings_are_in_the_fingerprint_even_when_no_slot_owns_them():
+    """[plugins.clip] belongs to the backbone plugin ``clip`` (in no slot); [plugins.backbone] is
+    read by clip_pq and clip_aq: both shape outputs, so a change of either reruns the item."""
+    from grefine_core.config import load_config
+    from grefine_core.pipeline import GRefine
+    from grefine_core.testing import make_test_image
+
+    def sections(**overrides):
+        cfg = load_config(preset="tiny", environ={}, overrides=overrides)
+        fp = GRefine(cfg).fingerprint(make_test_image(), "a cat", None, "assess")
+        return fp.parts["config"]["plugins"]
+
+    base = sections(select={"alignment": "none"})
+    assert {"clip", "backbone", "pq"} <= set(base) and "metrics" not in base
+    changed = sections(select={"alignment": "none"}, plugins={"clip": {"cache_dir": "/elsewhere"}})
+    assert changed["clip"] != base["clip"]

@@ -2,6 +2,8 @@
 indicators can run on (``--set plugins.backbone.name=toy``). Its features are random: it shows
 the shapes, not a model."""
 
+import numpy as np
+
 from grefine_core import hookimpl
 
 
@@ -22,8 +24,8 @@ class ToyBackbone:
         import torch
 
         small = image.convert("RGB").resize((self.image_size, self.image_size))
-        pixels = torch.tensor(list(small.getdata()), dtype=torch.float32) / 255.0
-        return pixels.T.reshape(1, 3, self.image_size, self.image_size)
+        pixels = torch.from_numpy(np.asarray(small, np.float32) / 255.0)  # (S, S, 3)
+        return pixels.permute(2, 0, 1).unsqueeze(0)  # (1, 3, S, S)
 
     def encode_image(self, pixel_values):
         import torch

@@ -198,9 +198,10 @@ def build_parser() -> ArgumentParser:
 
 
 BUILTIN_COMMANDS = ("refine", "assess", "parse", "plugins", "presets")
-#: Hooks besides the slots that ``grefine plugins`` lists as what a plugin provides: the commands
-#: hook and any hook a plugin added itself (``grefine_add_hookspecs``).
+#: Hooks besides the slots that ``grefine plugins`` lists as what a plugin provides: commands,
+#: backbones and any hook a plugin added itself (``grefine_add_hookspecs``).
 COMMANDS = "grefine_register_commands"
+BACKBONES = "grefine_backbones"
 
 
 def plugin_commands() -> dict[str, tuple[str, Any]]:
@@ -443,7 +444,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     kernel_hooks = {n for n in vars(hookspecs) if n.startswith("grefine_")}
     for i in infos:
-        extras = [_provided(h) for h in i.hooks if h == COMMANDS or h not in kernel_hooks]
+        listed = (COMMANDS, BACKBONES)
+        extras = [_provided(h) for h in i.hooks if h in listed or h not in kernel_hooks]
         slots = ",".join(i.slots) or ",".join(extras) or "-"
         status = i.status + (f" ({i.reason})" if i.reason and i.status != "loaded" else "")
         rows.append((i.name, slots, i.version or "-", i.source, status))

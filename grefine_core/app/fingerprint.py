@@ -209,20 +209,29 @@ def _diff(old: Any, new: Any, where: str, found: list[str]) -> None:
         found.append(f"{where} {_short(old)} -> {_short(new)}")
 
 
-def resolved_config(pipeline: GRefine) -> dict[str, Any]:
-    """The configuration as it shapes outputs: every top-level setting except free text, and the
-    sections of the plugins in the slots, validated (defaults filled in); sections of plugins in
-    no slot (evaluation, other backends) are left out."""
+def shaping_plugins(pipeline: GRefine) -> list[str]:
+    """The plugins whose settings and code can shape an output: those in the slots, and every
+    loaded plugin that offers a backbone (the indicators run on one of them). Evaluation and
+    command-only plugins are left out."""
     from grefine_core.types import SLOTS
 
+    names = [n for n in (pipeline.slot_plugin(s) for s in SLOTS) if n is not None]
+    for name, info in sorted(pipeline.host.infos.items()):
+        if info.status == "loaded" and "grefine_backbones" in info.hooks and name not in names:
+            names.append(name)
+    return names
+
+
+def resolved_config(pipeline: GRefine) -> dict[str, Any]:
+    """The configuration as it shapes outputs: every top-level setting except free text, and the
+    sections that the :func:`shaping_plugins` read, validated (defaults filled in); the sections
+    of other plugins (evaluation) are left out."""
     data = pipeline.config.model_dump(mode="json")
     for key in _NOT_SHAPING:
         data.pop(key, None)
     used: set[str] = set()
-    for slot in SLOTS:
-        name = pipeline.slot_plugin(slot)
-        if name is not None:
-            used |= pipeline.host.sections_by_plugin.get(name, set())
+    for name in shaping_plugins(pipeline):
+        used |= pipeline.host.sections_by_plugin.get(name, set())
     data["plugins"] = {
         section: model.model_dump(mode="json")
         for section, model in sorted(pipeline.plugin_settings.items())
@@ -241,10 +250,9 @@ def static_parts(pipeline: GRefine) -> dict[str, Any]:
     for slot in SLOTS:
         name = pipeline.slot_plugin(slot)
         plugins[slot] = None if name is None else [name, pipeline.host.plugin_version(name)]
-        if name is not None:
-            obj = pipeline.host.pm.get_plugin(name)
-            module = sys.modules.get(getattr(obj, "__module__", "") or "") or obj
-            modules.append(module)
+    for name in shaping_plugins(pipeline):  # their code, the backbones' included
+        obj = pipeline.host.pm.get_plugin(name)
+        modules.append(sys.modules.get(getattr(obj, "__module__", "") or "") or obj)
     return {
         "preset": pipeline.config.preset,
         "config": config,

@@ -49,7 +49,7 @@ class PQSettings(StrictModel):
     )
     random_fallback: bool = Field(
         False,
-        description="tiny CLIP only: seeded random prompts (with a warning) when the files are "
+        description="random-weight backbones only (tiny): seeded random prompts (with a warning) when the files are "
         "nowhere; measures nothing",
     )
 
