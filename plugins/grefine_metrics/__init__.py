@@ -23,7 +23,6 @@ _EXPORTS = {
     "MetricRegistry": "grefine_metrics.registry",
     "offline_metrics": "grefine_metrics.catalog",
     "MetricsSettings": "grefine_metrics.settings",
-    "default_run_method": "grefine_metrics.runner",
     "GRefineRunner": "grefine_metrics.runner",
     "GRefineScorer": "grefine_metrics.runner",
     "srcc": "grefine_metrics.stats",

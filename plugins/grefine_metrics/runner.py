@@ -65,20 +65,6 @@ class GRefineRunner:
         return out, (None if binary is None else np.asarray(binary, dtype=bool))
 
 
-_DEFAULT_RUNNER: GRefineRunner | None = None
-
-
-def default_run_method(
-    method: str, image_path: Path, prompt: str, work_dir: Path
-) -> tuple[Path, np.ndarray | None]:
-    """Refine ``image_path`` with ``method`` (preset or TOML) through the ``GRefine`` facade and
-    save the result as ``work_dir/refined.png``; returns ``(path, binary mask or None)``."""
-    global _DEFAULT_RUNNER
-    if _DEFAULT_RUNNER is None:
-        _DEFAULT_RUNNER = GRefineRunner()
-    return _DEFAULT_RUNNER(method, image_path, prompt, work_dir)
-
-
 class GRefineScorer:
     """PQ and AQ scores of an image (``{"pq": p, "aq": a}``) for ``evaluate_assess``.
 
