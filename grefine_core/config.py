@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from grefine_core.errors import ConfigError
+from grefine_core.placement import DEVICE_PATTERN
 from grefine_core.types import SLOTS
 
 try:  # Python >= 3.11
@@ -57,9 +58,15 @@ class ImageSettings(StrictModel):
 
 
 class OutputSettings(StrictModel):
-    """What ``result.save(dir)`` writes besides the image and JSON."""
+    """What ``result.save(dir)`` writes besides the image and JSON.
 
-    save_maps: bool = True
+    ``maps``: ``"png"`` (default) writes ``<stem>_maps/`` with the overlay PNGs, the mask PNGs,
+    ``overview.png`` and every map as float32 in one ``maps.npz``; ``"all"`` adds each map as a
+    float ``.npy``; ``"none"`` writes no maps folder (docs/outputs.md). It replaces the old
+    ``save_maps``: ``save_maps = true`` is now ``maps = "all"``, ``false`` is ``"none"``.
+    """
+
+    maps: Literal["all", "png", "none"] = Field("png", description="maps folder: all|png|none")
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0)
     strip_metadata: bool = Field(
         False,
@@ -84,8 +91,8 @@ class GRefineConfig(StrictModel):
     notice: str = Field(
         "", description="what this preset's outputs prove and do not prove (printed and reported)"
     )
-    device: Literal["cpu", "cuda"] = "cpu"
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, mps, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     seed: int = 0
     # Which plugin fills each slot comes from the preset (the core names no plugin).
     select: dict[str, str] = Field(default_factory=dict)

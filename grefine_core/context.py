@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from grefine_core.placement import auto_dtype, resolve_device
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -64,13 +66,15 @@ class RunContext:
 
     @property
     def device(self) -> str:
-        """The torch device string (``cpu`` or ``cuda``)."""
-        return self.config.device
+        """The torch device string (``cpu``, ``mps``, ``cuda``, ``cuda:1``): the configuration's,
+        with ``auto`` resolved (:func:`grefine_core.placement.resolve_device`)."""
+        return resolve_device(self.config.device)
 
     @property
     def dtype(self) -> str:
-        """The requested dtype name (``float32``, ``float16``, ``bfloat16``)."""
-        return self.config.dtype
+        """The dtype name (``float32``, ``float16``, ``bfloat16``), ``auto`` resolved for the
+        device (float16 on CUDA, float32 elsewhere)."""
+        return auto_dtype(self.device, self.config.dtype)
 
     @property
     def preset(self) -> str:

@@ -77,6 +77,24 @@ def grefine_settings_models() -> dict[str, type[BaseModel]]:
     """
 
 
+@hookspec
+def grefine_weights(context: RunContext) -> list[dict[str, Any]]:
+    """Declare the model weights this plugin would load for ``context``'s configuration (for
+    ``grefine weights`` and the check before a run's first item). Called on the plugins that fill
+    an active slot. A backbone factory (``grefine_backbones``) may carry its own as an attribute
+    ``factory.weights(context)``, which the indicators that use the backbone include. Must not
+    import torch nor touch the network: it runs before anything loads.
+
+    :param context: a run context of the configuration (settings, resolved device and dtype).
+    :returns: one dict per weight (docs/weights.md): ``name`` (what it is), ``present`` (bool),
+        ``source`` (``hf://org/repo`` for a Hugging Face repository, or a base ``https://`` URL),
+        ``files`` (``{file or glob: sha256 or ""}``), ``target`` (the local folder it is read
+        from; ``""`` = the Hugging Face cache), and optionally ``size``, ``licence``, ``how``
+        (the command or URL to get it by hand), ``unpack`` (the files are zip archives to extract
+        into ``target``).
+    """
+
+
 # --------------------------------------------------------------------------- slot hooks
 
 

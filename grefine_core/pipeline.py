@@ -19,13 +19,7 @@ from grefine_core.errors import ConfigError, GRefineError, InputError, PluginErr
 from grefine_core.imageio import load_image
 from grefine_core.plugins import PluginHost, validate_names
 from grefine_core.result import PLUMBING_NOTICE, RefineResult
-from grefine_core.types import (
-    SLOTS,
-    AlignmentResult,
-    MaskResult,
-    PerceptualResult,
-    StageRecord,
-)
+from grefine_core.types import SLOTS, AlignmentResult, MaskResult, PerceptualResult, StageRecord
 
 if TYPE_CHECKING:
     from grefine_core.app.fingerprint import Fingerprint
@@ -110,10 +104,8 @@ class GRefine:
 
     def notices(self) -> list[str]:
         """What this configuration's outputs prove and do not prove (printed and reported)."""
-        out = [PLUMBING_NOTICE] if self.config.plumbing_only else []
-        if self.config.notice:
-            out.append(self.config.notice)
-        return out
+        found = (PLUMBING_NOTICE if self.config.plumbing_only else "", self.config.notice)
+        return [notice for notice in found if notice]
 
     def slot_plugin(self, slot: str) -> str | None:
         """The plugin that fills ``slot``, or ``None`` when the slot is skipped."""
@@ -133,9 +125,7 @@ class GRefine:
 
         :param fingerprint: the run's fingerprint when already computed (``refine_many`` does).
         """
-        return self._run(
-            image, prompt, name=name, seed=seed, mode="refine", fingerprint=fingerprint
-        )
+        return self._run(image, prompt, "refine", name, seed, fingerprint)
 
     def assess(
         self,
@@ -147,9 +137,7 @@ class GRefine:
         fingerprint: Fingerprint | None = None,
     ) -> RefineResult:
         """Quality maps and scores only: perceptual, parser, alignment and fuser; no refinement."""
-        return self._run(
-            image, prompt, name=name, seed=seed, mode="assess", fingerprint=fingerprint
-        )
+        return self._run(image, prompt, "assess", name, seed, fingerprint)
 
     def fingerprint(
         self, image: ImageLike, prompt: str, seed: int | None, mode: str
@@ -187,12 +175,13 @@ class GRefine:
             raise UsageError(
                 f"no parser to run: {self._slots['parser'][1]}; select one of: {parsers}"
             )
-        ctx = self._context(seed=self.config.seed, name="prompt", prompt=prompt)
+        ctx = self.run_context(seed=self.config.seed, name="prompt", prompt=prompt)
         self._current = ctx
         return self._call_slot("parser", ctx, [], prompt=prompt, context=ctx)
 
     # ------------------------------------------------------------------ the run
-    def _context(self, seed: int, name: str, prompt: str) -> RunContext:
+    def run_context(self, seed: int, name: str, prompt: str) -> RunContext:
+        """The :class:`RunContext` a run of item ``name`` with ``seed`` and ``prompt`` gets."""
         return RunContext(
             config=self.config,
             models=self.models,
@@ -212,11 +201,10 @@ class GRefine:
         self,
         image: ImageLike,
         prompt: str,
-        *,
+        mode: str,
         name: str | None,
         seed: int | None,
-        mode: str,
-        fingerprint: Fingerprint | None = None,
+        fingerprint: Fingerprint | None,
     ) -> RefineResult:
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -227,7 +215,7 @@ class GRefine:
         if name is None:
             name = Path(str(image)).stem if not isinstance(image, Image.Image) else "image"
         run_seed = self.config.seed if seed is None else int(seed)
-        ctx = self._context(run_seed, name, prompt)
+        ctx = self.run_context(run_seed, name, prompt)
         self._current = ctx
         trace: list[StageRecord] = []
         shape = (img.height, img.width)

@@ -8,11 +8,30 @@ from typing import Any
 
 from grefine_core.errors import ConfigError
 
-#: The dtype names a run may ask for (``GRefineConfig.dtype``).
+#: The dtype names a model may run in; a configuration may also say ``auto`` (:func:`auto_dtype`).
 DTYPES = ("float32", "float16", "bfloat16")
+#: The device names a configuration may give: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``.
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
 #: Plugins that have already reported the float16-on-CPU fallback (``warn_once``).
 _WARNED_FP16_CPU: set[str] = set()
+
+
+def resolve_device(device: str) -> str:
+    """The device a run uses: ``device``, or for ``auto`` the first of CUDA, MPS and the CPU that
+    torch can use (torch is imported only then)."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def auto_dtype(device: str, dtype: str) -> str:
+    """``dtype``, or for ``auto`` float16 on CUDA and float32 elsewhere (MPS and the CPU)."""
+    return dtype if dtype != "auto" else ("float16" if device.startswith("cuda") else "float32")
 
 
 def run_dtype(device: str, dtype: str, plugin: str, *, warn_once: bool = False) -> str:

@@ -110,7 +110,7 @@ class RefineResult:
         self,
         out_dir: str | Path,
         stem: str | None = None,
-        save_maps: bool = True,
+        maps: str = "png",
         overlay_alpha: float = 0.5,
         strip_metadata: bool = False,
     ) -> dict[str, Path]:
@@ -119,9 +119,13 @@ class RefineResult:
         A delegate of the application (:func:`grefine_core.app.saving.save_result`, which
         documents the files); the kernel imports it only when called.
 
+        :param maps: what ``<stem>_maps/`` holds: ``"png"`` (overlay and mask PNGs,
+            ``overview.png`` and one compressed ``maps.npz``), ``"all"`` (each map as a float
+            ``.npy`` too) or ``"none"`` (no maps folder).
+
         :returns: the final paths by kind.
         :raises OutputError: an output grefine did not write is in the way, or writing failed.
         """
         from grefine_core.app.saving import save_result
 
-        return save_result(self, out_dir, stem, save_maps, overlay_alpha, strip_metadata)
+        return save_result(self, out_dir, stem, maps, overlay_alpha, strip_metadata)

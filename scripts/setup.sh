@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create the virtual environment (.venv, or $GREFINE_VENV) if missing and install grefine with its
-# test tools and the example plugin.
+# Create the virtual environment (.venv, or $GREFINE_VENV) if missing and install grefine with all
+# its extras, its test tools and the two example plugins, at the versions CI tests
+# (constraints/ci.txt; pyproject.toml itself declares ranges).
 # Uses pip (not uv/poetry): torch comes from the local wheel folder/mirror where pip is configured so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,5 +11,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/python" -m pip install --quiet -e ".[dev]" -e ./examples/grefine-example-refiner -e ./examples/grefine-example-parser
-echo "grefine installed in $VENV"
+# [all] brings the CPU onnxruntime. An environment that already holds onnxruntime-gpu keeps it:
+# both install the same `onnxruntime` module, so installing the other one over it breaks it.
+extras="all,dev"
+if "$VENV/bin/python" -m pip show --quiet onnxruntime-gpu >/dev/null 2>&1; then
+  extras="onnx-gpu,spacy,eval,dev"
+fi
+"$VENV/bin/python" -m pip install --quiet -c constraints/ci.txt -e ".[$extras]" \
+  -e ./examples/grefine-example-refiner -e ./examples/grefine-example-parser
+echo "grefine installed in $VENV (extras: $extras)"

@@ -307,7 +307,7 @@ def test_refine_help_describes_outputs_precedence_and_exit_codes(capsys):
         "--select SLOT=PLUGIN",
         "--disable PLUGIN",
         "--seed N",
-        "--device {cpu,cuda}",
+        "--device DEVICE",
         "paper, reference, tiny",
         "configuration precedence (lowest to highest): --preset, --config FILE, GREFINE_*",
         "exit status: 0 success, 2 bad usage or input, 1 a failed run",

@@ -62,7 +62,7 @@ def test_env_overrides_parse_types_and_ignore_unrelated_names():
     "content, message",
     [
         ("sed = 1\n", r"sed: Extra inputs are not permitted"),
-        ('device = "tpu"\n', r"device: Input should be 'cpu' or 'cuda'"),
+        ('device = "tpu"\n', r"device: String should match pattern '\^\(auto\|cpu\|mps\|cuda"),
         ("[select]\nstage3 = 'x'\n", r"unknown slot\(s\) \['stage3'\]"),
         ("seed = [\n", r"is not valid TOML"),
     ],

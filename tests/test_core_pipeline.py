@@ -247,29 +247,36 @@ def test_result_save_writes_everything(tmp_path):
     ]
     assert report["plumbing_only"] is True and "plumbing" in report["notice"]
     maps = paths["maps"]
-    for name in ("pq_map", "aq_defect_map", "mask_soft", "mask_binary"):
-        arr = np.load(maps / f"{name}.npy")
-        assert arr.shape == (48, 64) and arr.dtype == np.float32
-    np.testing.assert_array_equal(np.load(maps / "pq_map.npy"), r.P)
+    with np.load(maps / "maps.npz") as npz:
+        for name in ("pq_map", "aq_defect_map", "mask_soft", "mask_binary"):
+            assert npz[name].shape == (48, 64) and npz[name].dtype == np.float32
+        np.testing.assert_array_equal(npz["pq_map"], r.P)
+    assert not list(maps.glob("*.npy"))  # "png", the default: one maps.npz, no .npy
     assert (maps / "pq_map_overlay.png").is_file() and (maps / "mask_binary.png").is_file()
     assert Image.open(maps / "overview.png").size[1] > 200
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.json", "cat.png", "cat_maps"]
 
 
-def test_disk_full_during_save_leaves_no_partial_files(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "maps, writer, fail_at", [("all", "save", 3), ("png", "savez_compressed", 1)]
+)
+def test_disk_full_during_save_leaves_no_partial_files(
+    tmp_path, monkeypatch, maps, writer, fail_at
+):
     r = run()
     calls = {"n": 0}
-    real_save = np.save
+    real_write = getattr(np, writer)
 
-    def failing_save(*args, **kwargs):
+    def failing_write(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == fail_at:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(*args, **kwargs)
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(np, "save", failing_save)
+    monkeypatch.setattr(np, writer, failing_write)
     with pytest.raises(OutputError, match=r"failed: the disk is full"):
-        r.save(tmp_path, "cat")
+        r.save(tmp_path, "cat", maps)
+    assert calls["n"] == fail_at
     assert list(tmp_path.iterdir()) == []
 
 
@@ -383,7 +390,7 @@ def test_non_finite_numbers_from_a_plugin_are_saved_as_null(tmp_path):
             return StageOutput(image, {"loss": float("nan"), "scale": np.float32("inf")})
 
     r = run(select={"stage2": "nan_info"}, extra={"nan_info": NaNInfo()})
-    paths = r.save(tmp_path, "cat", save_maps=False)
+    paths = r.save(tmp_path, "cat", maps="none")
     info = json.loads(paths["json"].read_text())["trace"][5]["info"]
     assert info == {"loss": None, "scale": None}
 

@@ -33,7 +33,7 @@ class _Result:
     perceptual: _Score
     alignment: _Score | None
 
-    def save(self, out_dir, stem, save_maps=True):
+    def save(self, out_dir, stem, maps="png"):
         """Like ``RefineResult.save``: writes ``<stem>.png`` (and a report) and returns the paths."""
         paths = {"image": out_dir / f"{stem}.png", "json": out_dir / f"{stem}.json"}
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -195,7 +195,7 @@ def test_cuda_without_a_gpu_is_found_at_start(fakes, tmp_path, capsys):
     img = tmp_path / "x.png"
     make_test_image().save(img)
     code, err = refine_one(capsys, tmp_path, img, "--device", "cuda")
-    assert code == 2 and "--device cuda: torch sees no CUDA GPU" in err
+    assert code == 2 and "device 'cuda': torch" in err and "sees no CUDA GPU" in err
     assert "FAILED" not in err and not (tmp_path / "o").exists()
 
 

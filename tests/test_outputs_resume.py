@@ -92,7 +92,7 @@ def test_no_maps_after_maps_removes_the_old_maps(image, tmp_path):
     status(pipe(), image, out)
     assert (out / "cat_maps").is_dir()
     cfg = fake_config()
-    cfg.output.save_maps = False
+    cfg.output.maps = "none"
     assert status(GRefine(cfg, extra_plugins=fake_plugins()), image, out) == "done"
     assert not (out / "cat_maps").exists()
     assert sorted(p.name for p in out.iterdir()) == ["cat.json", "cat.png"]

@@ -46,7 +46,7 @@ def test_cli_refines_an_example_with_every_default_plugin(tmp_path, capsys):
     assert report["alignment"]["phrases"] and 0 <= report["alignment"]["score"] <= 1
     assert Image.open(out / "city_panorama.png").size == Image.open(image).size
     maps = out / "city_panorama_maps"
-    assert np.load(maps / "pq_map.npy").shape == (96, 256)
+    assert np.load(maps / "maps.npz")["pq_map"].shape == (96, 256)
     assert (maps / "mask_binary.png").is_file() and (maps / "overview.png").is_file()
 
 

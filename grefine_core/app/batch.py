@@ -160,9 +160,7 @@ def _run_item(run, pipeline, item, out, seed, keep_results, fingerprint, why) ->
         paths = {}
         if out is not None:
             cfg = pipeline.config.output
-            paths = result.save(
-                out, item.name, cfg.save_maps, cfg.overlay_alpha, cfg.strip_metadata
-            )
+            paths = result.save(out, item.name, cfg.maps, cfg.overlay_alpha, cfg.strip_metadata)
         keep = keep_results or out is None
         return ItemOutcome(item, "done", result=result if keep else None, paths=paths)
     except GRefineError as e:

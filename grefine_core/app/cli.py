@@ -38,6 +38,31 @@ def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
+def _device(text: str) -> str:
+    import re
+
+    from grefine_core.placement import DEVICE_PATTERN
+
+    if not re.match(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"invalid device {text!r}; valid: auto, cpu, mps, cuda, cuda:N (N = 0, 1, ...)"
+        )
+    return text
+
+
+def _flags() -> list[Any]:
+    """The settings flags plugins declare (read once per process)."""
+    global _FLAGS
+    if _FLAGS is None:
+        from grefine_core.app.flags import setting_flags
+
+        _FLAGS = setting_flags()
+    return _FLAGS
+
+
+_FLAGS: list[Any] | None = None
+
+
 def _preset_list() -> str:
     from grefine_core.config import preset_names
 
@@ -71,8 +96,32 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         help="block a plugin before import; its slot is skipped (ablation); repeatable",
     )
     p.add_argument("--seed", type=int, metavar="N", help="base seed (item i of a batch uses N + i)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="torch device")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
+    p.add_argument(
+        "--device",
+        type=_device,
+        metavar="DEVICE",
+        help="auto (default: CUDA, then MPS, then the CPU), cpu, mps, cuda or cuda:N",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="model dtype (default auto: float16 on CUDA, float32 elsewhere)",
+    )
+    p.add_argument(
+        "--maps",
+        choices=["png", "all", "none"],
+        help="DIR/<stem>_maps/: png (default: overlay PNGs, overview.png, maps.npz), all (also "
+        "every map as .npy), none (no maps folder)",
+    )
+    p.add_argument(
+        "--fetch-weights",
+        action="store_true",
+        help="download missing weights before the first item (default: name them all and stop; "
+        "see grefine weights)",
+    )
+    from grefine_core.app.flags import add_setting_flags
+
+    add_setting_flags(p, _flags())
     p.add_argument(
         "--prompt-from-metadata",
         action="store_true",
@@ -120,7 +169,8 @@ def build_parser() -> ArgumentParser:
         "refine",
         help="find defects and refine images",
         description="Assess and refine images. Writes DIR/<stem>.png (refined), DIR/<stem>.json\n"
-        "(scores, defects, trace) and DIR/<stem>_maps/ (every map as .npy and overlay PNG).",
+        "(scores, defects, trace) and DIR/<stem>_maps/ (map overlay and mask PNGs, overview.png\n"
+        "with colour bars, every map in maps.npz; see docs/outputs.md).",
         epilog=RUN_EPILOG,
         formatter_class=formatter,
     )
@@ -187,6 +237,19 @@ def build_parser() -> ArgumentParser:
     )
     _global_options(pl, top=False)
 
+    w = sub.add_parser(
+        "weights",
+        help="list the weights a preset needs (present? where? how to get?); fetch them",
+        description="List every weight the configuration's plugins load, where each is looked "
+        "for, whether it is present (sha256-checked where the publisher gives one), its size and "
+        "licence, and how to get it; 'fetch' downloads the missing ones into the standard caches "
+        "(resumable). Exit status 2 when a required weight is missing.",
+    )
+    from grefine_core.app.weights_cmd import add_arguments
+
+    add_arguments(w)
+    _global_options(w, top=False)
+
     pr = sub.add_parser("presets", help="list presets or show one")
     pr.add_argument("name", nargs="?", metavar="NAME", help="print this preset's TOML")
     _global_options(pr, top=False)
@@ -197,7 +260,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-BUILTIN_COMMANDS = ("refine", "assess", "parse", "plugins", "presets")
+BUILTIN_COMMANDS = ("refine", "assess", "parse", "plugins", "presets", "weights")
 #: Hooks besides the slots that ``grefine plugins`` lists as what a plugin provides: commands,
 #: backbones and any hook a plugin added itself (``grefine_add_hookspecs``).
 COMMANDS = "grefine_register_commands"
@@ -292,8 +355,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("seed", "device", "dtype"):
         if getattr(args, flag, None) is not None:
             out[flag] = getattr(args, flag)
+    from grefine_core.app.flags import flag_overrides
+
+    for layer in flag_overrides(args, _flags()):
+        out = deep_merge(out, layer)
+    if getattr(args, "maps", None):
+        out = deep_merge(out, {"output": {"maps": args.maps}})
     if getattr(args, "no_maps", False):
-        out = deep_merge(out, {"output": {"save_maps": False}})
+        out = deep_merge(out, {"output": {"maps": "none"}})
     if getattr(args, "strip_metadata", False):
         out = deep_merge(out, {"output": {"strip_metadata": True}})
     return out
@@ -347,29 +416,18 @@ def _check_config_seed(seed: int) -> None:
         raise UsageError(f"seed = {seed} (from --set, --config or GREFINE_SEED): {e}") from None
 
 
-def _check_device(device: str) -> None:
-    """Fail at start, not per item, when CUDA is asked for and torch sees no GPU."""
-    if device != "cuda":
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UsageError(
-            "--device cuda: torch sees no CUDA GPU (torch.cuda.is_available() is False; "
-            f"torch {torch.__version__}); use --device cpu or install a CUDA build of torch"
-        )
-
-
 def cmd_run(args: argparse.Namespace, mode: str) -> int:
     from grefine_core.app.progress import BatchProgress, StageProgressObserver, logging_above_bars
+    from grefine_core.app.weights import preflight
     from grefine_core.pipeline import GRefine
 
     items = _items(args)
     cfg = _config(args)
     _check_config_seed(cfg.seed)
-    _check_device(cfg.device)
     observer = StageProgressObserver(enabled=not args.quiet)
     pipeline = GRefine(cfg, observers=[observer])
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    preflight(pipeline, fetch=args.fetch_weights, say=say)
     if not args.quiet:
         for notice in pipeline.notices():
             print(f"NOTE (preset {cfg.preset!r}): {notice}", file=sys.stderr)
@@ -513,6 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plugins(args)
         if args.command == "presets":
             return cmd_presets(args)
+        if args.command == "weights":
+            from grefine_core.app.weights_cmd import run
+
+            return run(args, _config(args))
         raise UsageError(f"unknown command {args.command!r}")
     except GRefineError as e:
         if debug:

@@ -223,10 +223,16 @@ def shaping_plugins(pipeline: GRefine) -> list[str]:
 
 
 def resolved_config(pipeline: GRefine) -> dict[str, Any]:
-    """The configuration as it shapes outputs: every top-level setting except free text, and the
-    sections that the :func:`shaping_plugins` read, validated (defaults filled in); the sections
-    of other plugins (evaluation) are left out."""
+    """The configuration as it shapes outputs: every top-level setting except free text (with
+    ``auto`` device and dtype resolved: a result made on a GPU is not one made on the CPU), and
+    the sections that the :func:`shaping_plugins` read, validated (defaults filled in); the
+    sections of other plugins (evaluation) are left out."""
     data = pipeline.config.model_dump(mode="json")
+    if "auto" in (data.get("device"), data.get("dtype")):  # what "auto" means on this machine
+        from grefine_core.placement import auto_dtype, resolve_device
+
+        data["device"] = resolve_device(data["device"])
+        data["dtype"] = auto_dtype(data["device"], data["dtype"])
     for key in _NOT_SHAPING:
         data.pop(key, None)
     used: set[str] = set()

@@ -46,7 +46,9 @@ PNG_KEY = "grefine"
 #: ``GREFINE_CRASH_AT=<step>`` kills the process at that publishing step (crash tests).
 CRASH_ENV = "GREFINE_CRASH_AT"
 CRASH_STEPS = ("staged", "maps", "image", "json")
-#: Files of a maps folder written by grefine versions before the marker existed.
+#: Files of a maps folder written by grefine versions before the marker existed (they wrote no
+#: ``maps.npz``). Newer folders list their files in the marker, whatever ``output.maps`` was,
+#: and a rerun replaces the whole folder: no ``.npy`` or ``maps.npz`` of another format stays.
 _OLD_MAP_SUFFIXES = (".npy", "_overlay.png", ".png")
 
 

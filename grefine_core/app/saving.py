@@ -11,14 +11,42 @@ from PIL import Image
 
 from grefine_core.app.metadata import png_info
 from grefine_core.app.outputs import output_lock, publish_item
-from grefine_core.app.visual import heatmap_image, overlay, overview
+from grefine_core.app.visual import (
+    ColourBar,
+    Panel,
+    defect_colours,
+    grey_colours,
+    map_panel,
+    overlay,
+    overview,
+    quality_colours,
+)
+
+#: The values of ``output.maps``: what a maps folder holds (docs/outputs.md).
+MAPS_FORMATS = ("all", "png", "none")
+#: The one compressed file of every map (``np.load(".../maps.npz")["pq_map"]``).
+NPZ_NAME = "maps.npz"
+NEEDS_FIXING = "yellow = needs fixing"
+
+
+def maps_format(maps: str | bool) -> str:
+    """``maps`` checked: one of :data:`MAPS_FORMATS` (a bool, the old ``save_maps``, stands for
+    ``"all"`` or ``"none"``).
+
+    :raises ValueError: another value.
+    """
+    if isinstance(maps, bool):
+        return "all" if maps else "none"
+    if maps not in MAPS_FORMATS:
+        raise ValueError(f"maps must be one of {', '.join(MAPS_FORMATS)}, got {maps!r}")
+    return maps
 
 
 def save_result(
     result: Any,
     out_dir: str | Path,
     stem: str | None = None,
-    save_maps: bool = True,
+    maps: str = "png",
     overlay_alpha: float = 0.5,
     strip_metadata: bool = False,
 ) -> dict[str, Path]:
@@ -26,14 +54,15 @@ def save_result(
     :class:`~grefine_core.result.RefineResult` as one item (all or nothing, the JSON last,
     vouching for the other files by their sha256).
 
-    Maps are written as float ``.npy`` and as heat-map overlay PNGs, the mask as a PNG, plus an
-    ``overview.png`` (input | P | A_defect | mask | output). The image keeps the input's PNG
-    text chunks and gets grefine's own (:mod:`grefine_core.app.metadata`) unless
-    ``strip_metadata``.
+    ``maps`` says what the maps folder holds (:func:`write_maps_folder`); ``"none"`` writes no
+    folder. The image keeps the input's PNG text chunks and gets grefine's own
+    (:mod:`grefine_core.app.metadata`) unless ``strip_metadata``.
 
     :returns: the final paths by kind.
+    :raises ValueError: ``maps`` is not one of :data:`MAPS_FORMATS`.
     :raises OutputError: an output grefine did not write is in the way, or writing failed.
     """
+    maps = maps_format(maps)
     out = Path(out_dir)
     stem = stem or result.item_name
     report = result.to_dict()
@@ -43,41 +72,66 @@ def save_result(
         result.image.save(path, pnginfo=info)
 
     def write_maps(folder: Path) -> None:
-        write_maps_folder(result, folder, overlay_alpha)
+        write_maps_folder(result, folder, overlay_alpha, maps)
 
     with output_lock(out):
-        return publish_item(out, stem, write_image, write_maps if save_maps else None, report)
+        return publish_item(out, stem, write_image, None if maps == "none" else write_maps, report)
 
 
-def write_maps_folder(result: Any, folder: Path, alpha: float) -> None:
-    """Every map as ``.npy`` and overlay PNG, the masks as PNGs, and ``overview.png``."""
-    for name, values in result_maps(result).items():
-        np.save(folder / f"{name}.npy", values.astype(np.float32))
+def write_maps_folder(result: Any, folder: Path, alpha: float, maps: str = "png") -> None:
+    """Fill a maps folder: each map as a heat-map overlay PNG (quality maps coloured by
+    ``1 - value``, so yellow = needs fixing), the masks as PNGs, ``overview.png``, and every map
+    as float32 in one compressed ``maps.npz``; ``maps="all"`` adds each as a ``.npy`` too."""
+    arrays = {name: np.asarray(v, dtype=np.float32) for name, v in result_maps(result).items()}
+    for name, values in arrays.items():
         if name.startswith("mask"):
             Image.fromarray((values.clip(0, 1) * 255).round().astype(np.uint8), "L").save(
                 folder / f"{name}.png"
             )
         else:
-            overlay(result.input_image, values, alpha).save(folder / f"{name}_overlay.png")
-    panels = [("input", result.input_image)]
+            colours = quality_colours if name.startswith("pq_") else defect_colours
+            overlay(result.input_image, values, alpha, colours).save(folder / f"{name}_overlay.png")
+        if maps == "all":
+            np.save(folder / f"{name}.npy", values)
+    np.savez_compressed(folder / NPZ_NAME, **arrays)
+    overview(overview_panels(result)).save(folder / "overview.png")
+
+
+def overview_panels(result: Any) -> list[Panel]:
+    """What ``overview.png`` shows, panel by panel: the input, ``P`` and ``A_defect`` with colour
+    bars in words (yellow = needs fixing in both), the mask (white = repainted) and the output
+    (left out for an ``assess`` result, which refines nothing)."""
+    assess = result.mode == "assess"
+    first = Panel("input (assess: not refined)" if assess else "input", result.input_image)
+    if assess and result.high_quality:
+        first.notes.append("high quality: refine leaves it unchanged")
+    panels = [first]
     if not result.perceptual.neutral:
-        panels.append((f"P (p={result.p:.3f})", heatmap_image(result.perceptual.map)))
+        note = f"coloured by 1 - P: {NEEDS_FIXING}"
+        bar = ColourBar("0: needs fixing", "1: good", quality_colours, note)
+        panels.append(map_panel(f"P: perceptual quality (p={result.p:.3f})", result.P, bar))
     if result.alignment is not None:
-        panels.append(
-            (
-                f"A_defect (a={result.alignment.score:.3f})",
-                heatmap_image(result.alignment.defect_map),
-            )
-        )
+        bar = ColourBar("0: fine", "1: needs fixing", defect_colours, NEEDS_FIXING)
+        title = f"A_defect: alignment defects (a={result.alignment.score:.3f})"
+        panels.append(map_panel(title, result.alignment.defect_map, bar))
     if result.mask is not None:
-        panels.append((f"mask ({result.mask.fraction:.1%})", heatmap_image(result.mask.soft)))
-    caption = "output"
+        stage1 = result.stage("stage1")
+        ran = stage1 is not None and stage1.status == "ran"
+        what = "repainted by stage 1" if ran else "stage 1 would repaint"
+        bar = ColourBar("0: kept", "1: repainted", grey_colours, f"white: {what}")
+        title = f"mask: {result.mask.fraction:.1%} of pixels"
+        panels.append(map_panel(title, result.mask.soft, bar))
+    if not assess:
+        panels.append(Panel(_output_title(result), result.image))
+        if result.plumbing_only:
+            panels[-1].notes.append(f"{result.preset}: random-weight refiners")
+    return panels
+
+
+def _output_title(result: Any) -> str:
     if result.high_quality:
-        caption += " (high quality: unchanged)"
-    elif result.plumbing_only:
-        caption += f" ({result.preset}: random-weight refiners)"
-    panels.append((caption, result.image))
-    overview(panels).save(folder / "overview.png")
+        return "unchanged (high quality)"
+    return "output" if result.refined else "output (unchanged: nothing refined)"
 
 
 def result_maps(result: Any) -> dict[str, np.ndarray]:

@@ -335,4 +335,4 @@ def pipeline_context(config: GRefineConfig | None = None, seed: int = 0) -> _Run
     from grefine_core.pipeline import GRefine
 
     pipeline = GRefine(config if config is not None else load_config(preset="tiny", environ={}))
-    return pipeline._context(seed, "image", "")
+    return pipeline.run_context(seed, "image", "")

@@ -59,3 +59,17 @@ def get_oracle(context: Any) -> Any:
         return OracleCLIP().to(device)
 
     return context.models.get_or_create(("grefine_clip.OracleCLIP", device), build)
+
+
+def _weights(context: Any) -> list[dict[str, Any]]:
+    from grefine_clip.weights import clip_weights
+
+    return clip_weights(context)
+
+
+# What each backbone loads, for ``grefine weights`` (the indicators that use it report it).
+get_clip.weights = _weights  # type: ignore[attr-defined]
+get_oracle.weights = lambda context: []  # type: ignore[attr-defined]
+# The oracle brings its own PQ prompts (no prompt files needed).
+get_clip.plants_pq_prompts = lambda context: context.settings("clip").model == ORACLE_MODEL  # type: ignore[attr-defined]
+get_oracle.plants_pq_prompts = lambda context: True  # type: ignore[attr-defined]

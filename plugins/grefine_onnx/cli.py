@@ -93,8 +93,12 @@ def run(args: argparse.Namespace) -> int:
     from grefine_onnx.export import ExportOptions, architecture, export_clip, export_key
     from grefine_onnx.hashing import clip_weights_sha256
     from grefine_onnx.manifest import check_export
+    from grefine_onnx.providers import import_onnx, import_onnxruntime
     from grefine_onnx.verify import TOLERANCE, parity
 
+    import_onnx()  # a missing [onnx] extra is named before any model loads
+    if args.check:
+        import_onnxruntime()
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = [p for p in parts if p not in PART_FILES]
     if unknown or not parts:

@@ -214,11 +214,12 @@ def export_graph(clip: Any, part: str, path: str | Path, options: ExportOptions)
 
 
 def _versions() -> dict[str, str]:
-    import onnx
     import torch
 
     from grefine_core import __version__ as grefine_version
+    from grefine_onnx.providers import import_onnx
 
+    onnx = import_onnx()
     return {"grefine": grefine_version, "torch": torch.__version__, "onnx": onnx.__version__}
 
 
@@ -242,6 +243,9 @@ def export_clip(
     :param source: extra facts about the weights for the manifest (model name, tag...).
     :returns: the manifest.
     """
+    from grefine_onnx.providers import import_onnx
+
+    import_onnx()  # torch's exporter needs it: say so before any work
     opts = options or ExportOptions()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

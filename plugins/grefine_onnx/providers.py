@@ -17,9 +17,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grefine_quality.extras import require
+
 from grefine_core.errors import ConfigError
 
 log = logging.getLogger("grefine.onnx")
+
+#: What installs the packages of the onnx backend (exactly one of the two ONNX Runtime builds:
+#: both install the same ``onnxruntime`` module).
+INSTALL_HINT = 'pip install "grefine[onnx]" (or "grefine[onnx-gpu]" for CUDA; never both)'
+
+
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module (CPU or GPU build).
+
+    :raises MissingExtraError: it is not installed, naming the pip command (exit status 2).
+    """
+    return require("onnxruntime", plugin="onnx", what="ONNX Runtime", extra=INSTALL_HINT)
+
+
+def import_onnx() -> Any:
+    """The ``onnx`` package (model protos; torch's exporter needs it too).
+
+    :raises MissingExtraError: it is not installed, naming the pip command (exit status 2).
+    """
+    return require("onnx", plugin="onnx", what="the onnx package", extra=INSTALL_HINT)
+
 
 #: Short names -> ONNX Runtime provider names.
 PROVIDER_NAMES: dict[str, str] = {
@@ -120,7 +143,7 @@ def nvidia_driver_present() -> bool:
 
 def session_options(config: SessionConfig) -> Any:
     """``onnxruntime.SessionOptions`` for ``config`` (threads, spinning, optimisation level)."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     so = ort.SessionOptions()
     so.graph_optimization_level = {
@@ -184,7 +207,7 @@ def provider_plan(
     Providers missing from this ONNX Runtime build, and GPU providers on a machine without the
     NVIDIA driver, are dropped here with a warning.
     """
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     available = set(ort.get_available_providers())
     driver = (not config.check_driver) or (not config.wants_gpu) or nvidia_driver_present()
@@ -250,7 +273,7 @@ def create_session(
     :param profile: TensorRT shape profile of a dynamic-shape graph (see :func:`tensorrt_options`).
     :param what: a name for messages (e.g. ``"image encoder"``).
     """
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     plan = provider_plan(config, profile)
     if any(name in GPU_PROVIDERS for name, _ in plan):
@@ -296,7 +319,7 @@ def create_session(
 def _preload_cuda_libraries() -> None:
     """Load CUDA / cuDNN from the pip ``nvidia-*`` wheels (torch's) so the CUDA provider finds
     them without ``LD_LIBRARY_PATH``. Importing torch first has the same effect."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     preload = getattr(ort, "preload_dlls", None)
     if preload is None:
@@ -309,8 +332,8 @@ def _preload_cuda_libraries() -> None:
 
 def _identity_model() -> bytes:
     """A one-node float32 Identity model, serialised: enough to ask ORT which providers work."""
-    from onnx import TensorProto, helper
-
+    onnx = import_onnx()
+    helper, TensorProto = onnx.helper, onnx.TensorProto
     node = helper.make_node("Identity", ["x"], ["y"])
     graph = helper.make_graph(
         [node],
@@ -333,7 +356,7 @@ def probe_providers(config: SessionConfig) -> tuple[str, ...]:
 
     :returns: short provider names, CPU last.
     """
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     plan = provider_plan(config)
     names = [n for n, _ in plan]

@@ -60,12 +60,18 @@ def load_onnx_clip(
     :param backbones: where to find the ``clip`` backbone (default: a plugin host's).
     :returns: an :class:`~grefine_onnx.backend.OnnxSurgeryCLIP`.
     """
-    import onnxruntime as ort
-
     from grefine_onnx.backend import OnnxSurgeryCLIP
     from grefine_onnx.cache import ensure_export
     from grefine_onnx.export import ExportOptions
-    from grefine_onnx.providers import SessionConfig, probe_providers
+    from grefine_onnx.providers import (
+        SessionConfig,
+        import_onnx,
+        import_onnxruntime,
+        probe_providers,
+    )
+
+    ort = import_onnxruntime()  # both before the torch model loads: a missing extra fails fast
+    import_onnx()
 
     s = onnx_settings
     base = SessionConfig.from_settings(s)
@@ -128,3 +134,18 @@ def get_onnx(context: Any) -> Any:
         return load_onnx_clip(c, o, backbones=context.backbones)
 
     return context.models.get_or_create(backend_key(context), build)
+
+
+def _weights(context: Any) -> list[dict[str, Any]]:
+    """ONNX Runtime, and the torch ``clip`` backbone's weights (the graphs are exported from it)."""
+    from grefine_quality.extras import package_entry
+
+    hint = 'pip install "grefine[onnx]" (CUDA/TensorRT: "grefine[onnx-gpu]"; never both)'
+    torch_factory = context.backbones.get("clip")
+    listed = getattr(torch_factory, "weights", None)
+    exported_from = list(listed(context)) if listed is not None else []
+    return [package_entry("ONNX Runtime", "onnxruntime", hint), *exported_from]
+
+
+# What the backbone loads, for ``grefine weights`` (the indicators that use it report it).
+get_onnx.weights = _weights  # type: ignore[attr-defined]

@@ -5,19 +5,19 @@ markup, drop stopwords and lone punctuation, join the kept tokens into phrase te
 per-part parent links into a forest of :class:`~grefine_core.types.Phrase`. Keeping these steps in
 one place makes the two parsers' outputs comparable token for token.
 
-No spaCy or NLTK import happens here: the stopword list is read from spaCy's
-``spacy/lang/en/stop_words.py`` file directly, because ``import spacy`` pulls in thinc and torch
-(about 2 s) and the NLTK parser does not need either.
+No spaCy or NLTK import happens here: the stopword list is spaCy's English list, vendored as
+``stop_words_en.txt`` (MIT, Explosion AI; the file says which spaCy version), so the NLTK parser
+works without spaCy installed (``tests/test_parser_stop_words.py`` checks it equals spaCy's).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 
 from grefine_core.types import ParsedPrompt, Phrase
 
@@ -44,26 +44,16 @@ class Token:
     nounlike: bool = False
 
 
+#: The vendored list: spaCy's English stop words, one per line, ``#`` comment lines.
+STOP_WORDS_FILE = "stop_words_en.txt"
+
+
 @lru_cache(maxsize=1)
 def stop_words() -> frozenset[str]:
-    """``spacy.lang.en.stop_words.STOP_WORDS``, loaded without importing the spaCy package."""
-    try:
-        spec = importlib.util.find_spec("spacy")
-        if spec is None or spec.origin is None:
-            raise ImportError("spacy not found")
-        from pathlib import Path
-
-        path = Path(spec.origin).parent / "lang" / "en" / "stop_words.py"
-        file_spec = importlib.util.spec_from_file_location("_grefine_spacy_stop_words", path)
-        if file_spec is None or file_spec.loader is None:
-            raise ImportError(str(path))
-        module = importlib.util.module_from_spec(file_spec)
-        file_spec.loader.exec_module(module)
-        return frozenset(module.STOP_WORDS)
-    except (ImportError, OSError, AttributeError, SyntaxError):  # pragma: no cover - odd installs
-        from spacy.lang.en.stop_words import STOP_WORDS
-
-        return frozenset(STOP_WORDS)
+    """spaCy's English stop words (``spacy.lang.en.stop_words.STOP_WORDS``), read from the
+    vendored :data:`STOP_WORDS_FILE`; spaCy is never imported."""
+    text = (resources.files("grefine_parsing") / STOP_WORDS_FILE).read_text("utf-8")
+    return frozenset(w for w in text.splitlines() if w and not w.startswith("#"))
 
 
 def is_stop(word: str) -> bool:

@@ -29,8 +29,9 @@ LICENCE_NOTE = (
 PASD_DOWNLOAD_HINT = (
     "download the PASD SD-1.5 checkpoint (pasd.zip, linked from the yangxy/PASD README; mirrored "
     "at huggingface.co/yangtao9009/PASD), unzip it so that <folder>/unet/ and "
-    "<folder>/controlnet/ exist (e.g. runs/pasd/checkpoint-100000) and set "
-    "plugins.pasd.pasd_checkpoint to that folder. " + LICENCE_NOTE
+    "<folder>/controlnet/ exist (`grefine weights fetch` puts it at "
+    "~/.cache/grefine/pasd/checkpoint-100000, the default) or set plugins.pasd.pasd_checkpoint "
+    "to that folder. " + LICENCE_NOTE
 )
 SD15_DOWNLOAD_HINT = (
     "download Stable Diffusion v1.5 in diffusers layout (e.g. `hf download "
@@ -110,6 +111,7 @@ def load_pasd_pipeline(
     device: str = "cpu",
     dtype: str = "float32",
     local_files_only: bool = False,
+    cpu_offload: bool = False,
 ) -> Any:
     """Build a :class:`~grefine_pasd.pipeline.PASDPipeline` from real weights.
 
@@ -119,6 +121,7 @@ def load_pasd_pipeline(
     :param device: torch device string.
     :param dtype: ``float32``, ``float16`` or ``bfloat16``.
     :param local_files_only: never contact the hub.
+    :param cpu_offload: diffusers' model CPU offload on a GPU ``device`` (ignored on the CPU).
     :raises MissingWeightsError: when a file is missing, with what to download and where.
     """
     import torch
@@ -147,4 +150,7 @@ def load_pasd_pipeline(
         controlnet=controlnet,
         scheduler=scheduler,
     )
+    if cpu_offload and device != "cpu":
+        pipe.enable_model_cpu_offload(device=device)
+        return pipe
     return pipe.to(device)

@@ -21,6 +21,14 @@ def grefine_settings_models() -> dict[str, type[PasdSettings]]:
 
 
 @hookimpl
+def grefine_weights(context: Any) -> list[dict[str, Any]]:
+    """SD-1.5's parts and the PASD checkpoint (none for ``tiny``)."""
+    from grefine_pasd.weights import pasd_weights
+
+    return pasd_weights(context.settings(SECTION))
+
+
+@hookimpl
 def grefine_refine_stage2(image: Any, prompt: str, context: Any) -> Any:
     """Stage 2: PASD over the whole image, only the last ``strength`` of the schedule.
 

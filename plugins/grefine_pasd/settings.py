@@ -11,6 +11,8 @@ from grefine_pasd.prompts import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
 
 SECTION = "pasd"
 TINY = "tiny"
+#: Where ``grefine weights fetch`` puts the PASD checkpoint (independent of the working folder).
+DEFAULT_CHECKPOINT = "~/.cache/grefine/pasd/checkpoint-100000"
 
 
 class PasdSettings(StrictModel):
@@ -26,8 +28,9 @@ class PasdSettings(StrictModel):
         description="SD-1.5 hub id or local folder (vae, text_encoder, tokenizer, scheduler), or 'tiny'",
     )
     pasd_checkpoint: str = Field(
-        "runs/pasd/checkpoint-100000",
-        description="PASD checkpoint folder holding unet/ and controlnet/, or 'tiny'",
+        DEFAULT_CHECKPOINT,
+        description="PASD checkpoint folder holding unet/ and controlnet/ ('~' expands; "
+        "`grefine weights fetch` puts it at the default), or 'tiny'",
     )
     steps: int = Field(10, ge=1, le=1000, description="steps of the full schedule")
     strength: float = Field(
@@ -55,6 +58,11 @@ class PasdSettings(StrictModel):
     latent_tiled_size: int = Field(320, ge=8)
     latent_tiled_overlap: int = Field(8, ge=0)
     local_files_only: bool = Field(False, description="never contact the Hugging Face hub")
+    cpu_offload: bool = Field(
+        False,
+        description="keep the models in CPU memory and move each to the GPU only while it runs "
+        "(diffusers' model CPU offload: less GPU memory, slower; GPU runs only)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PasdSettings:

@@ -43,6 +43,7 @@ def _build_pipeline(settings: PasdSettings, device: str, dtype: str) -> Any:
         device=device,
         dtype=dtype,
         local_files_only=settings.local_files_only,
+        cpu_offload=settings.cpu_offload,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -82,7 +83,14 @@ def refine_stage2(image: Any, prompt: str, context: Any) -> StageOutput:
         return StageOutput(image=source.copy(), info=info)
 
     captioner = load_captioner(settings.captioner)  # a bad setting fails before any model loads
-    key = ("pasd", settings.sd_model, settings.pasd_checkpoint, context.device, context.dtype)
+    key = (
+        "pasd",
+        settings.sd_model,
+        settings.pasd_checkpoint,
+        settings.cpu_offload,
+        context.device,
+        context.dtype,
+    )
     pipe = context.models.get_or_create(
         key, lambda: _build_pipeline(settings, context.device, context.dtype)
     )

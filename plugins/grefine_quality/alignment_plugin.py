@@ -34,5 +34,12 @@ class AlignmentIndicator:
         aq = get_aq(context, backbone)
         return aq(image, parsed, tokens=image_tokens(context, backbone, image))
 
+    @hookimpl
+    def grefine_weights(self, context: Any) -> list[dict[str, Any]]:
+        """The backbone's weights (``grefine weights``)."""
+        from grefine_quality.weights import indicator_weights
+
+        return indicator_weights(context, self.backbone, perceptual=False)
+
     def __repr__(self) -> str:
         return f"AlignmentIndicator({self.name!r}, backbone={self.backbone!r})"

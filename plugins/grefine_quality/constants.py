@@ -6,6 +6,9 @@ Plain Python only (no torch), so the plugin modules can import it cheaply.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 #: PQ-Map factors, in the order the released code uses them.
 PQ_FACTORS: tuple[str, ...] = ("overall", "technical", "rational", "natural")
 
@@ -44,3 +47,18 @@ SIM_MAP_FLAT = 1e-6
 def pq_filename(factor: str) -> str:
     """File name of the learned prompt of ``factor`` (``PQ-overall.pth`` ...)."""
     return f"PQ-{factor}.pth"
+
+
+#: Where downloaded prompt files go by default.
+DEFAULT_PQ_CACHE = Path("~/.cache/grefine/pq_embeddings")
+
+
+def pq_search_dirs() -> list[Path]:
+    """Folders searched for the four ``PQ-*.pth`` files when none is given, in order:
+    ``$GREFINE_PQ_DIR``, then ``~/.cache/grefine/pq_embeddings``."""
+    dirs: list[Path] = []
+    env = os.environ.get(PQ_ENV_VAR)
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(DEFAULT_PQ_CACHE.expanduser())
+    return dirs

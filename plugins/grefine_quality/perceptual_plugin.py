@@ -40,5 +40,12 @@ class PerceptualIndicator:
             result.info.update(notes(image))
         return result
 
+    @hookimpl
+    def grefine_weights(self, context: Any) -> list[dict[str, Any]]:
+        """The backbone's weights and the PQ prompt files (``grefine weights``)."""
+        from grefine_quality.weights import indicator_weights
+
+        return indicator_weights(context, self.backbone, perceptual=True)
+
     def __repr__(self) -> str:
         return f"PerceptualIndicator({self.name!r}, backbone={self.backbone!r})"

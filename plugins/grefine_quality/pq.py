@@ -19,6 +19,7 @@ from grefine_core.errors import ConfigError, InputError, MissingWeightsError, re
 from grefine_core.types import PerceptualResult
 from grefine_quality import ops
 from grefine_quality.constants import (
+    DEFAULT_PQ_CACHE,
     PAPER_CASK_BOUNDS,
     PQ_BASE_URL,
     PQ_ENV_VAR,
@@ -27,14 +28,13 @@ from grefine_quality.constants import (
     PQ_SHA256,
     REFERENCE_CASK_BOUNDS,
     pq_filename,
+    pq_search_dirs,
 )
 
 log = logging.getLogger("grefine.quality")
 
 #: How the PQ map ``P`` is made (see :class:`PerceptualQuality`).
 PQ_MAPS: tuple[str, ...] = ("absolute", "minmax_cask", "minmax")
-#: Where downloaded prompt files go by default.
-DEFAULT_PQ_CACHE = Path("~/.cache/grefine/pq_embeddings")
 _PARAM_SHAPES = {
     "prompt_learner.ctx": (2, 16),
     "prompt_learner.token_prefix": (2, 1),
@@ -93,17 +93,6 @@ def sha256_of(path: str | Path) -> str:
 
 def _has_all(folder: Path) -> bool:
     return all((folder / pq_filename(f)).is_file() for f in PQ_FACTORS)
-
-
-def pq_search_dirs() -> list[Path]:
-    """Folders searched for the four ``PQ-*.pth`` files when none is given, in order:
-    ``$GREFINE_PQ_DIR``, then ``~/.cache/grefine/pq_embeddings``."""
-    dirs: list[Path] = []
-    env = os.environ.get(PQ_ENV_VAR)
-    if env:
-        dirs.append(Path(env).expanduser())
-    dirs.append(DEFAULT_PQ_CACHE.expanduser())
-    return dirs
 
 
 def _missing_message(searched: Sequence[Path]) -> str:

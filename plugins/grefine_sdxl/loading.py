@@ -173,14 +173,14 @@ def from_pretrained_source(
         ) from e
 
 
-def _from_single_file(path: str, settings: SDXLSettings, torch_dtype: Any) -> Any:
+def _from_single_file(path: str, settings: SDXLSettings, torch_dtype: Any, vae: str) -> Any:
     from diffusers import StableDiffusionXLInpaintPipeline
 
     kwargs: dict[str, Any] = {"local_files_only": settings.local_files_only}
     if settings.single_file_config:
         kwargs["config"] = settings.single_file_config
-    if settings.vae:
-        kwargs["vae"] = _load_vae(settings.vae, torch_dtype, settings.local_files_only)
+    if vae:
+        kwargs["vae"] = _load_vae(vae, torch_dtype, settings.local_files_only)
     try:
         with quiet_progress_bars():
             return StableDiffusionXLInpaintPipeline.from_single_file(
@@ -227,7 +227,7 @@ def prepare_pipeline(pipe: Any, device: str, cpu_offload: bool, vae_tiling: bool
     if _FP32_FILTER not in diffusers_log.filters:
         diffusers_log.addFilter(_FP32_FILTER)
     if cpu_offload and device != "cpu":
-        pipe.enable_model_cpu_offload()
+        pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
     if vae_tiling:
@@ -249,7 +249,9 @@ def load_inpaint_pipeline(
     """
     import torch
 
-    torch_dtype = getattr(torch, run_dtype(device, dtype, "sdxl"))
+    dtype_name = run_dtype(device, dtype, "sdxl")
+    torch_dtype = getattr(torch, dtype_name)
+    vae = settings.vae_for(dtype_name)
     kind = classify_source(settings.model)
     if kind == "tiny":
         from grefine_sdxl.tiny import build_tiny_pipeline
@@ -265,13 +267,13 @@ def load_inpaint_pipeline(
             pipe = from_pretrained_source(folder, torch_dtype=torch_dtype, local_files_only=True)
             _own_memory(pipe)
     elif kind == "single_file":
-        pipe = _from_single_file(str(Path(settings.model).expanduser()), settings, torch_dtype)
+        pipe = _from_single_file(str(Path(settings.model).expanduser()), settings, torch_dtype, vae)
     else:
         pipe = from_pretrained_source(
             str(Path(settings.model).expanduser()) if kind == "folder" else settings.model,
             torch_dtype=torch_dtype,
             variant=settings.variant,
-            vae=settings.vae,
+            vae=vae,
             local_files_only=settings.local_files_only or _cached(settings.model, kind),
         )
     return prepare_pipeline(pipe, device, settings.cpu_offload, settings.vae_tiling)
@@ -289,7 +291,7 @@ def cache_key(settings: SDXLSettings, device: str, dtype: str) -> tuple[Any, ...
     return (
         "grefine_sdxl.pipeline",
         settings.model,
-        settings.vae,
+        settings.vae_for(dtype),
         settings.variant,
         settings.single_file_config,
         settings.local_files_only,

@@ -16,6 +16,14 @@ def grefine_settings_models() -> dict[str, type]:
     return {SECTION: SDXLSettings}
 
 
+@hookimpl
+def grefine_weights(context: Any) -> list[dict[str, Any]]:
+    """The inpainting pipeline's weights (and the float16 VAE fix on a float16 run)."""
+    from grefine_sdxl.weights import known_dtype, sdxl_weights
+
+    return sdxl_weights(context.settings(SECTION), known_dtype(context))
+
+
 def cached_pipeline(settings: SDXLSettings, context: Any) -> Any:
     """The pipeline for ``settings``, loaded once per :class:`GRefine` via its model cache."""
     from grefine_sdxl.loading import cache_key, load_inpaint_pipeline

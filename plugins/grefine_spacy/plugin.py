@@ -30,6 +30,21 @@ def grefine_settings_models():
 
 
 @hookimpl
+def grefine_weights(context):
+    """spaCy and its pipeline package (checked without importing them)."""
+    from pathlib import Path
+
+    from grefine_quality.extras import package_entry
+
+    model = settings_from(context).model
+    out = [package_entry("spaCy", "spacy", "spacy")]
+    if not Path(model).expanduser().exists():  # a package name, not a folder
+        hint = "spacy" if model == DEFAULT_MODEL else f"pip install {model}"
+        out.append(package_entry(f"spaCy pipeline {model}", model, hint))
+    return out
+
+
+@hookimpl
 def grefine_parse_prompt(prompt, context):
     model = settings_from(context).model
     if context is None:
