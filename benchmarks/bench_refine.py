@@ -23,6 +23,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +64,12 @@ def plans_for_fractions() -> dict[float, object]:
     cost; with the default 0.5 a 50 % mask takes the full path anyway.
     """
     from grefine_masks.ops import fuse_paper
-    from grefine_sdxl.geometry import plan_region
+    from grefine_sdxl.refine import stage1_regions
     from grefine_sdxl.settings import SDXLSettings
 
     from grefine_core.types import PerceptualResult
 
-    s = SDXLSettings()
+    s = SDXLSettings(crop_max_fraction=1.0, per_region=False)
     plans = {}
     for frac in FRACTIONS:
         side = int(round(math.sqrt(frac) * FULL))
@@ -76,22 +77,19 @@ def plans_for_fractions() -> dict[float, object]:
         P = np.ones((FULL, FULL), np.float32)
         P[lo : lo + side, lo : lo + side] = 0.0
         mask = fuse_paper(PerceptualResult(0.5, P), None, tau=0.5, dilate_px=4, feather_sigma=3.0)
-        plans[frac] = (
-            mask.fraction,
-            plan_region(
-                mask.binary,
-                mask.fraction,
-                crop_to_mask=True,
-                crop_max_fraction=1.0,
-                padding=s.crop_padding,
-                min_padding_px=s.crop_min_padding_px,
-                max_aspect=s.crop_max_aspect,
-                native=FULL,
-                min_side=FULL // 2,
-                multiple=32,  # SDXL: VAE factor 8 x 4 (two UNet downsamplings)
-            ),
-        )
+        # SDXL: sizes in multiples of 32 (VAE factor 8 x two UNet downsamplings)
+        path, [region], _ = stage1_regions(mask.binary, s, FULL, 32)
+        plans[frac] = (mask.fraction, Plan(path, region.box, region.working_size))
     return plans
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where stage 1 inpaints a mask: its path, box and working size."""
+
+    path: str
+    box: tuple[int, int, int, int]
+    working_size: tuple[int, int]
 
 
 def available_gb() -> float:

@@ -83,15 +83,17 @@ def grefine_weights(context: RunContext) -> list[dict[str, Any]]:
     ``grefine weights`` and the check before a run's first item). Called on the plugins that fill
     an active slot. A backbone factory (``grefine_backbones``) may carry its own as an attribute
     ``factory.weights(context)``, which the indicators that use the backbone include. Must not
-    import torch nor touch the network: it runs before anything loads.
+    import torch nor touch the network: it runs before anything loads, first with the device as
+    configured (``context.config.device`` may be ``"auto"``: reading ``context.device`` then
+    imports torch), then again with it resolved.
 
-    :param context: a run context of the configuration (settings, resolved device and dtype).
-    :returns: one dict per weight (docs/weights.md): ``name`` (what it is), ``present`` (bool),
-        ``source`` (``hf://org/repo`` for a Hugging Face repository, or a base ``https://`` URL),
-        ``files`` (``{file or glob: sha256 or ""}``), ``target`` (the local folder it is read
-        from; ``""`` = the Hugging Face cache), and optionally ``size``, ``licence``, ``how``
-        (the command or URL to get it by hand), ``unpack`` (the files are zip archives to extract
-        into ``target``).
+    :param context: a run context of the configuration (its settings and device).
+    :returns: one dict per weight (docs/weights.md): ``name`` (what it is), ``present`` (bool;
+        for an ``hf://`` source the core checks the cache itself), ``source`` (``hf://org/repo``
+        for a Hugging Face repository, a base ``https://`` URL, ``pip:<module>`` for a Python
+        package, ``""`` for a local file), ``files`` (``{file or glob: sha256 or ""}``),
+        ``target`` (the local folder it is read from; ``""`` = the Hugging Face cache), and
+        optionally ``size``, ``licence``, ``how`` (the command to get it by hand), ``optional``.
     """
 
 

@@ -11,10 +11,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-# [all] brings the CPU onnxruntime. An environment that already holds onnxruntime-gpu keeps it:
-# both install the same `onnxruntime` module, so installing the other one over it breaks it.
+# Every extra. ONNX Runtime: the GPU build on Linux x86-64 (it runs on a CPU too, and the tests of
+# the fallback from its CUDA/TensorRT providers need it), the CPU build ([all]) elsewhere. Never
+# both: they install the same `onnxruntime` module, so one installed over the other breaks it.
 extras="all,dev"
-if "$VENV/bin/python" -m pip show --quiet onnxruntime-gpu >/dev/null 2>&1; then
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] ||
+  "$VENV/bin/python" -m pip show --quiet onnxruntime-gpu >/dev/null 2>&1; then
   extras="onnx-gpu,spacy,eval,dev"
 fi
 "$VENV/bin/python" -m pip install --quiet -c constraints/ci.txt -e ".[$extras]" \

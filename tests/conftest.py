@@ -79,3 +79,21 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     return attempts
+
+
+def _onnxruntime_gpu_build() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+#: For tests of the fallback from ONNX Runtime's CUDA/TensorRT providers: they need the
+#: onnxruntime-gpu build (which runs on a CPU too). scripts/setup.sh installs it on Linux x86-64,
+#: so CI always runs them; elsewhere they skip and say why.
+needs_onnxruntime_gpu_build = pytest.mark.skipif(
+    not _onnxruntime_gpu_build() and not os.environ.get("CI"),
+    reason="needs the onnxruntime-gpu build (pip install 'grefine[onnx-gpu]'): the test checks "
+    "the fallback from its CUDA/TensorRT providers; the CPU build has none",
+)

@@ -62,3 +62,15 @@ def test_sdxl_loads_a_cached_hub_id_offline(tmp_path, monkeypatch):
     except RuntimeError:
         pass
     assert seen["source"] == "org/sdxl" and seen["local_files_only"] is True
+
+
+def test_a_subfolder_of_a_cached_repo_is_identified_by_the_repo_revision(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    fake_repo(tmp_path, "yangtao9009/PASD", commit="def456")
+    ids = model_identifiers({"pasd": {"pasd_checkpoint": "hf://yangtao9009/PASD/pasd/ckpt"}})
+    assert ids == {
+        "pasd.pasd_checkpoint": {
+            "hub": "hf://yangtao9009/PASD/pasd/ckpt",
+            "revision": "main=def456",
+        }
+    }

@@ -148,9 +148,7 @@ def test_plugins_lists_every_plugin_with_the_extras_hidden(tmp_path):
         info = infos[name]
         # importing a plugin imports none of its optional packages, so it still registers;
         # using it gives the one-line pip hint (tests/test_extras.py)
-        assert info["status"] in ("loaded", "failed", "unavailable"), info
-        if info["status"] != "loaded":
-            assert 'pip install "grefine[' in (info["reason"] or ""), info
+        assert info["status"] == "loaded", info
 
 
 def test_using_an_extra_with_it_hidden_names_the_pip_command(tmp_path):

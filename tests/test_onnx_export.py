@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_onnxruntime_gpu_build
 from grefine_quality.ensemble import TextEnsemble
 
 torch = pytest.importorskip("torch")
@@ -211,6 +212,7 @@ def test_bad_export_options_are_clear_errors():
         ExportOptions(parts=("vision",))
 
 
+@needs_onnxruntime_gpu_build
 def test_a_provider_one_session_loses_is_reported_once(exported, caplog):
     """ORT itself drops CUDA here (no GPU); the backend warns once, not once per graph."""
     import logging

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from conftest import needs_onnxruntime_gpu_build
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -18,6 +19,7 @@ def identity_path(tmp_path_factory):
     return path
 
 
+@needs_onnxruntime_gpu_build
 def test_gpu_providers_without_a_driver_fall_back_to_cpu_with_a_warning(monkeypatch, caplog):
     import grefine_onnx.providers as providers
 
@@ -43,6 +45,7 @@ def test_provider_missing_from_the_build_is_reported(monkeypatch, caplog):
     )
 
 
+@needs_onnxruntime_gpu_build
 def test_cuda_provider_tf32_follows_the_setting(monkeypatch):
     """ORT's CUDA provider defaults to TF32; grefine asks for full float32 unless told."""
     import grefine_onnx.providers as providers
@@ -58,6 +61,7 @@ def test_cuda_provider_tf32_follows_the_setting(monkeypatch):
         assert plan[-1] == ("CPUExecutionProvider", {})
 
 
+@needs_onnxruntime_gpu_build
 def test_cpu_is_always_the_last_resort(monkeypatch, caplog):
     import grefine_onnx.providers as providers
 
@@ -68,6 +72,7 @@ def test_cpu_is_always_the_last_resort(monkeypatch, caplog):
     assert "'cuda' requested" in caplog.text
 
 
+@needs_onnxruntime_gpu_build
 def test_session_reports_a_provider_ort_could_not_start(identity_path, caplog):
     """No monkeypatching: ask ORT itself for CUDA; on a machine without a GPU the session runs on
     the CPU and the lost provider is reported (detected from session.get_providers())."""

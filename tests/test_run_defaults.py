@@ -147,4 +147,29 @@ def test_a_result_made_on_another_device_is_not_reused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     on_gpu = resolved_config(pipe)
     assert (on_cpu["device"], on_cpu["dtype"]) == ("cpu", "float32")
-    assert (on_gpu["device"], on_gpu["dtype"]) == ("cuda", "float16")
+    assert (on_gpu["device"], on_gpu["dtype"]) == ("cuda:0", "float16")  # as explicit cuda:0
+
+
+def test_the_loader_passes_the_fp16_vae_on_a_float16_run(monkeypatch):
+    import grefine_sdxl.loading as loading
+    from grefine_sdxl.settings import FP16_FIX_VAE, SDXLSettings
+
+    seen = []
+    monkeypatch.setattr(loading, "from_pretrained_source", lambda src, **kw: seen.append(kw) or "p")
+    monkeypatch.setattr(loading, "prepare_pipeline", lambda pipe, *a: pipe)
+    monkeypatch.setattr(loading, "_cached", lambda *a: False)
+    loading.load_inpaint_pipeline(SDXLSettings(), device="cuda", dtype="float16")
+    loading.load_inpaint_pipeline(SDXLSettings(), device="cuda", dtype="float32")
+    loading.load_inpaint_pipeline(SDXLSettings(), device="cpu", dtype="float16")  # falls back
+    assert [kw["vae"] for kw in seen] == [FP16_FIX_VAE, "", ""]
+
+
+def test_clip_stays_float32_under_auto(monkeypatch):
+    import torch
+    from grefine_clip.runtime import device_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    auto = standalone_context(load_config(preset="paper"))
+    assert device_dtype(auto) == ("cuda", "float32") and auto.dtype == "float16"
+    half = standalone_context(load_config(preset="paper", overrides={"dtype": "float16"}))
+    assert device_dtype(half) == ("cuda", "float16")

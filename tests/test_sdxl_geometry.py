@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from grefine_sdxl.geometry import (
     composite,
     crop_box,
     mask_bbox,
-    plan_region,
     round_to_multiple,
     working_size,
 )
 
 
 def _plan(binary: np.ndarray, native: int = 1024, **kw):
-    args = dict(
-        crop_to_mask=True,
-        crop_max_fraction=0.5,
-        padding=0.25,
-        min_padding_px=16,
-        max_aspect=4.0,
-        native=native,
-        min_side=native // 2,
-        multiple=8,
-    )
-    args.update(kw)
-    return plan_region(binary, float(binary.mean()), **args)
+    """The single box over the whole mask (per_region off), as stage 1 plans it."""
+    from grefine_sdxl.refine import stage1_regions
+    from grefine_sdxl.settings import SDXLSettings
+
+    settings = SDXLSettings(per_region=False, **kw)
+    path, [region], _ = stage1_regions(binary, settings, native, 8)
+    return SimpleNamespace(path=path, box=region.box, working_size=region.working_size)
 
 
 def test_bbox_and_crop_box_with_padding_and_clamping():

@@ -69,13 +69,8 @@ def _preset_list() -> str:
     return ", ".join(preset_names())
 
 
-def _common_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="output folder (created if needed); never an input's own file",
-    )
+def _config_options(p: argparse.ArgumentParser) -> None:
+    """The options that build the configuration (``refine``, ``assess``, ``weights``)."""
     p.add_argument(
         "--preset",
         metavar="NAME",
@@ -107,6 +102,19 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         choices=["auto", "float32", "float16", "bfloat16"],
         help="model dtype (default auto: float16 on CUDA, float32 elsewhere)",
     )
+    from grefine_core.app.flags import add_setting_flags
+
+    add_setting_flags(p, _flags())
+
+
+def _common_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (created if needed); never an input's own file",
+    )
+    _config_options(p)
     p.add_argument(
         "--maps",
         choices=["png", "all", "none"],
@@ -119,9 +127,6 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         help="download missing weights before the first item (default: name them all and stop; "
         "see grefine weights)",
     )
-    from grefine_core.app.flags import add_setting_flags
-
-    add_setting_flags(p, _flags())
     p.add_argument(
         "--prompt-from-metadata",
         action="store_true",
@@ -248,6 +253,7 @@ def build_parser() -> ArgumentParser:
     from grefine_core.app.weights_cmd import add_arguments
 
     add_arguments(w)
+    _config_options(w)
     _global_options(w, top=False)
 
     pr = sub.add_parser("presets", help="list presets or show one")
@@ -427,7 +433,7 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     observer = StageProgressObserver(enabled=not args.quiet)
     pipeline = GRefine(cfg, observers=[observer])
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
-    preflight(pipeline, fetch=args.fetch_weights, say=say)
+    preflight(pipeline, fetch=args.fetch_weights, say=say, mode=mode)
     if not args.quiet:
         for notice in pipeline.notices():
             print(f"NOTE (preset {cfg.preset!r}): {notice}", file=sys.stderr)

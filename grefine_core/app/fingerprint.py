@@ -156,6 +156,9 @@ def model_identifiers(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, An
                 out[f"{section}.{key}"] = local_identity(path)
             elif _HUB_ID.match(value) and not value.startswith(("./", "../")):
                 out[f"{section}.{key}"] = {"hub": value, "revision": _hub_revision(value)}
+            elif value.startswith("hf://"):  # hf://org/repo/subfolder
+                repo = "/".join(value[5:].strip("/").split("/")[:2])
+                out[f"{section}.{key}"] = {"hub": value, "revision": _hub_revision(repo)}
     return out
 
 
@@ -233,6 +236,8 @@ def resolved_config(pipeline: GRefine) -> dict[str, Any]:
 
         data["device"] = resolve_device(data["device"])
         data["dtype"] = auto_dtype(data["device"], data["dtype"])
+    if data.get("device") == "cuda":  # the same GPU as "cuda:0"
+        data["device"] = "cuda:0"
     for key in _NOT_SHAPING:
         data.pop(key, None)
     used: set[str] = set()

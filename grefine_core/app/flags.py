@@ -68,10 +68,26 @@ def setting_flags() -> list[SettingFlag]:
 
 
 def add_setting_flags(p: argparse.ArgumentParser, flags: list[SettingFlag]) -> None:
-    """Add each declared flag to ``p``."""
+    """Add each declared flag to ``p``.
+
+    :raises PluginError: a flag that is not ``--name`` or that the command already has (one line
+        naming the settings section, never a traceback of every command).
+    """
+    from grefine_core.errors import PluginError
+
     for f in flags:
         metavar = {int: "N", float: "X"}.get(f.kind, "TEXT")
-        p.add_argument(f.flag, dest=f.dest, type=f.kind, metavar=metavar, help=f.help)
+        if not f.flag.startswith("--") or len(f.flag) < 3:
+            raise PluginError(
+                f"[plugins.{f.section}] {f.key}: the declared flag {f.flag!r} must look like --name"
+            )
+        try:
+            p.add_argument(f.flag, dest=f.dest, type=f.kind, metavar=metavar, help=f.help)
+        except argparse.ArgumentError:
+            raise PluginError(
+                f"[plugins.{f.section}] {f.key}: the declared flag {f.flag} is already an option "
+                f"of grefine {p.prog.split()[-1]}; choose another name"
+            ) from None
 
 
 def flag_overrides(args: argparse.Namespace, flags: list[SettingFlag]) -> list[dict[str, Any]]:

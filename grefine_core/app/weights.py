@@ -2,10 +2,12 @@
 checked on disk without the network, listed, and fetched into the standard caches.
 
 Sources: ``hf://org/repo`` (a Hugging Face repository, fetched into the hub cache, where
-diffusers and open_clip read it) or a base ``https://`` URL (files fetched into the weight's
-``target`` folder, each checked against its sha256). ``$GREFINE_WEIGHTS_MIRROR`` names a local
-folder that stands in for every remote source, laid out as ``<mirror>/hf/<org>/<repo>/<files>``
-and ``<mirror>/url/<host>/<path>/<file>`` (an offline site, or the tests).
+diffusers and open_clip read it), a base ``https://`` URL (files fetched into the weight's
+``target`` folder, each checked against its sha256), or ``pip:<module>`` (a Python package a
+plugin imports at run time: named with its pip command, never installed by grefine).
+``$GREFINE_WEIGHTS_MIRROR`` names a local folder that stands in for every remote source, laid out
+as ``<mirror>/hf/<org>/<repo>/<files>`` and ``<mirror>/url/<host>/<path>/<file>`` (an offline
+site, or the tests).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +26,19 @@ from grefine_core.errors import PluginError
 #: The environment variable naming a local mirror of the remote sources.
 MIRROR_ENV = "GREFINE_WEIGHTS_MIRROR"
 HF_PREFIX = "hf://"
-#: ``pip:<extra>``: a Python package the plugin imports at run time, installed with pip.
 PIP_PREFIX = "pip:"
 _REQUIRED = ("name", "present", "source", "files", "target")
+#: Slots whose plugins an ``assess`` never calls.
+REFINE_ONLY = ("stage1", "stage2")
+Say = Callable[[str], Any]
 
 
 @dataclass
 class Weight:
     """One weight a plugin loads (the ``grefine_weights`` dict, checked), and its state.
 
+    :ivar present: on disk and complete (for a hub repository: every declared file pattern has
+        a file in the cached snapshot and no download is half done).
     :ivar verified: ``True`` when every file matched its published sha256, ``False`` when one did
         not, ``None`` when the publisher gives none (the hub checks its own downloads).
     """
@@ -46,8 +52,6 @@ class Weight:
     size: str = ""
     licence: str = ""
     how: str = ""
-    unpack: bool = False
-    contains: list[str] = field(default_factory=list)
     optional: bool = False
     verified: bool | None = None
 
@@ -66,25 +70,32 @@ class Weight:
         """Where it is looked for, for people."""
         if self.source.startswith(PIP_PREFIX):
             return "this Python environment"
-        if self.target:
-            return self.target
-        from grefine_core.hub import hub_cache_dir
+        if self.repo:
+            from grefine_core.hub import hub_cache_dir
 
-        return f"{hub_cache_dir()} (Hugging Face cache)" if self.repo else "(nowhere)"
+            return f"{self.target or hub_cache_dir()} (Hugging Face cache)"
+        return self.target or "(nowhere)"
 
     def fetch_hint(self) -> str:
-        """The exact command or URL that gets it."""
+        """The exact command (or commands) that get it by hand."""
         if self.how:
             return self.how
         if self.repo:
             return f"hf download {self.repo}"
-        return f"download {', '.join(self.files)} from {self.source} into {self.target}"
+        if self.fetchable:
+            base, target = self.source.rstrip("/"), self.target
+            return "; ".join(f"curl -L -o {target}/{f} {base}/{f}" for f in self.files)
+        return f"put it at {self.target}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "where": self.where, "fetch": self.fetch_hint()}
 
 
 def _weight(plugin: str, raw: Any) -> Weight:
+    """The checked :class:`Weight` of one declared dict.
+
+    :raises PluginError: missing or unknown keys, or ``files`` not a mapping.
+    """
     if not isinstance(raw, Mapping) or any(k not in raw for k in _REQUIRED):
         raise PluginError(
             f"plugin {plugin!r}: grefine_weights() must return dicts with the keys "
@@ -99,56 +110,89 @@ def _weight(plugin: str, raw: Any) -> Weight:
             f"{', '.join(sorted(known))}",
             plugin=plugin,
         )
+    if not isinstance(raw["files"], Mapping):
+        raise PluginError(
+            f"plugin {plugin!r}: grefine_weights() 'files' must be {{file or glob: sha256}}, got "
+            f"{type(raw['files']).__name__}",
+            plugin=plugin,
+        )
     values = dict(raw)
-    values["files"] = {str(k): str(v or "") for k, v in dict(values["files"]).items()}
-    values["contains"] = list(values.get("contains", []))
+    values["files"] = {str(k): str(v or "") for k, v in raw["files"].items()}
     return Weight(plugin=plugin, **values)
 
 
-def active_plugins(pipeline: Any) -> list[str]:
-    """The plugins that fill a slot of ``pipeline`` (each once, in slot order)."""
+def active_plugins(pipeline: Any, mode: str = "refine") -> list[str]:
+    """The plugins that fill a slot of ``pipeline`` in ``mode`` (each once, in slot order); an
+    ``assess`` leaves the refiners out."""
     from grefine_core.types import SLOTS
 
-    names = [pipeline.slot_plugin(slot) for slot in SLOTS]
+    slots = [s for s in SLOTS if mode == "refine" or s not in REFINE_ONLY]
+    names = [pipeline.slot_plugin(slot) for slot in slots]
     return list(dict.fromkeys(n for n in names if n))
 
 
-def collect_weights(pipeline: Any, config: Any = None) -> list[Weight]:
-    """Every weight the active plugins of ``pipeline`` would load, without loading anything; two
-    plugins naming the same files (PQ and AQ on one CLIP) give one entry.
+def collect_weights(pipeline: Any, config: Any = None, mode: str = "refine") -> list[Weight]:
+    """Every weight the active plugins of ``pipeline`` would load in ``mode``, checked on disk
+    without loading anything; one entry per distinct weight (PQ and AQ on one CLIP give one).
 
-    :param config: the configuration to ask about (default the pipeline's; the check before a run
-        asks again with the device resolved, for weights that only a GPU run loads).
+    :param config: the configuration to ask about (default the pipeline's; pass one with the
+        device resolved, :func:`resolved`, to include the weights only a GPU run loads).
     """
     context = pipeline.run_context(pipeline.config.seed, "weights", "")
     if config is not None:
         context = dataclasses.replace(context, config=config)
     pm = pipeline.host.pm
-    out: dict[tuple[str, str, tuple[str, ...]], Weight] = {}
-    for name in active_plugins(pipeline):
+    out: dict[tuple[str, str, str, tuple[str, ...]], Weight] = {}
+    for name in active_plugins(pipeline, mode):
         others = [p for n, p in pm.list_name_plugin() if n != name]
         caller = pm.subset_hook_caller("grefine_weights", remove_plugins=others)
         try:
-            declared = [w for found in caller(context=context) for w in (found or [])]
+            found = [_weight(name, w) for result in caller(context=context) for w in result or []]
+        except PluginError:
+            raise
         except Exception as e:  # noqa: BLE001 - a plugin's bug, named
             raise PluginError(
                 f"plugin {name!r} failed in grefine_weights(): {type(e).__name__}: {e}", plugin=name
             ) from e
-        for raw in declared:
-            weight = verify(_weight(name, raw))
-            out.setdefault((weight.source, weight.target, tuple(sorted(weight.files))), weight)
-    return list(out.values())
+        for weight in found:
+            key = (weight.name, weight.source, weight.target, tuple(sorted(weight.files)))
+            kept = out.setdefault(key, weight)
+            kept.optional = kept.optional and weight.optional  # required by one: required
+    return [verify(w) for w in out.values()]
+
+
+def hub_complete(repo: str, patterns: Sequence[str], cache: str = "") -> bool:
+    """True when the hub cache holds a snapshot of ``repo``'s main revision in which every
+    pattern matches a file, and no download of the repository is half done (``*.incomplete``).
+    A snapshot with only the small files of an interrupted download is not complete."""
+    from grefine_core.hub import hub_cache_dir
+
+    root = (Path(cache).expanduser() if cache else hub_cache_dir()) / (
+        f"models--{repo.replace('/', '--')}"
+    )
+    try:
+        commit = (root / "refs" / "main").read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    snapshot = root / "snapshots" / commit
+    if not snapshot.is_dir() or any((root / "blobs").glob("*.incomplete")):
+        return False
+    files = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+    return bool(files) and all(any(fnmatch.fnmatch(f, pat) for f in files) for pat in patterns)
 
 
 def verify(weight: Weight) -> Weight:
-    """Check the sha256 of a present weight's files where the publisher gives one."""
-    hashed = {f: h for f, h in weight.files.items() if h}
-    if not weight.present or not hashed or not weight.target or weight.unpack:
+    """Check what the plugin declared: a hub repository's snapshot is complete; each URL file
+    matches the sha256 its publisher gives."""
+    if weight.repo:
+        weight.present = hub_complete(weight.repo, list(weight.files) or ["*"], weight.target)
         return weight
-    target = Path(weight.target).expanduser()
-    weight.verified = all(
-        (target / f).is_file() and sha256_file(target / f) == h for f, h in hashed.items()
-    )
+    hashed = {f: h for f, h in weight.files.items() if h}
+    if weight.present and hashed and weight.target:
+        target = Path(weight.target).expanduser()
+        weight.verified = all(
+            (target / f).is_file() and sha256_file(target / f) == h for f, h in hashed.items()
+        )
     return weight
 
 
@@ -157,15 +201,19 @@ def missing(weights: Sequence[Weight]) -> list[Weight]:
     return [w for w in weights if not w.optional and (not w.present or w.verified is False)]
 
 
-def missing_message(weights: Sequence[Weight], preset: str) -> str:
-    """One line naming every missing weight, where it was looked for, and the command to get
-    them all."""
-    parts = [f"{w.name} [plugin {w.plugin}; looked in {w.where}]" for w in weights]
-    return (
-        f"{len(weights)} model weight(s) missing for preset {preset!r}: {'; '.join(parts)}. "
-        f"Get them all with `grefine weights fetch --preset {preset}`; `grefine weights "
-        f"--preset {preset}` shows each one's size, licence and manual download"
-    )
+def missing_message(weights: Sequence[Weight], preset: str, fetch_with: str) -> str:
+    """One line naming every missing weight and where it was looked for; ``fetch_with`` says how
+    to fetch those that can be fetched; Python packages get their pip command."""
+    parts = [
+        f"{w.name} [plugin {w.plugin}; "
+        + (f"install it: {w.how}]" if w.source.startswith(PIP_PREFIX) else f"looked in {w.where}]")
+        for w in weights
+    ]
+    text = f"{len(weights)} model weight(s) or package(s) missing for preset {preset!r}: "
+    text += "; ".join(parts)
+    if any(w.fetchable for w in weights):
+        text += f". Fetch the weights with {fetch_with}"
+    return text + "; `grefine weights` lists each one's size, licence and manual download"
 
 
 def mirror_dir() -> Path | None:
@@ -220,35 +268,68 @@ def check_device(device: str) -> None:
         raise UsageError("device 'mps': torch sees no Apple GPU (MPS); use --device auto or cpu")
 
 
-def preflight(pipeline: Any, fetch: bool = False, say: Any = print) -> list[Weight]:
-    """What a run checks before its first item: every weight of the active plugins (all missing
-    ones named at once; fetched first when ``fetch``), then the device. Without ``fetch`` nothing
-    touches the network; when every weight is local, the process goes offline (:func:`go_offline`).
-
-    :raises MissingWeightsError: weights are missing (exit 2).
-    :raises UsageError: the device cannot be used.
-    """
-    from grefine_core.errors import MissingWeightsError
+def resolved(config: Any) -> Any:
+    """``config`` with an ``auto`` device and dtype resolved (imports torch only for ``auto``)."""
     from grefine_core.placement import auto_dtype, resolve_device
 
-    config = pipeline.config
-    for asked in ("as configured", "on the resolved device"):  # the first needs no torch
-        weights = collect_weights(pipeline, config)
-        absent = missing(weights)
-        if absent and fetch:
-            from grefine_core.app.weights_fetch import fetch as fetch_one
+    device = resolve_device(config.device)
+    return config.model_copy(update={"device": device, "dtype": auto_dtype(device, config.dtype)})
 
-            for weight in (w for w in absent if w.fetchable):
-                fetch_one(weight, say)
-            weights = collect_weights(pipeline, config)
-            absent = missing(weights)
-        if absent:
-            raise MissingWeightsError(missing_message(absent, config.preset))
-        if asked == "as configured":
-            check_device(config.device)
-            device = resolve_device(config.device)
-            config = config.model_copy(
-                update={"device": device, "dtype": auto_dtype(device, config.dtype)}
+
+def fetch_missing(weights: Sequence[Weight], say: Say) -> list[str]:
+    """Fetch every fetchable missing weight, going on after a failure; the failures' messages."""
+    from grefine_core.app.weights_fetch import fetch
+    from grefine_core.errors import GRefineError
+
+    failures = []
+    for weight in (w for w in missing(weights) if w.fetchable):
+        try:
+            say(f"{weight.name}: {fetch(weight, say)}")
+        except GRefineError as e:
+            failures.append(str(e))
+    return failures
+
+
+def preflight(
+    pipeline: Any, fetch: bool = False, say: Say = print, mode: str = "refine"
+) -> list[Weight]:
+    """What a run checks before its first item: the device, and every weight of the plugins the
+    run calls (an ``assess`` never loads the refiners), all problems named in one message.
+
+    The first pass asks the plugins without importing torch (the device as configured), so that
+    missing weights are reported at once; once they are there, the device is resolved and the
+    plugins asked again (a GPU run loads more, e.g. SDXL's float16 VAE). Without ``fetch``
+    nothing touches the network; with it, missing weights are fetched first. When every weight
+    is local, the process goes offline (:func:`go_offline`).
+
+    :raises MissingWeightsError: weights or packages are missing (exit 2).
+    :raises UsageError: the device cannot be used (exit 2).
+    """
+    from grefine_core.errors import MissingWeightsError, UsageError
+
+    fetch_with = (
+        "--fetch-weights (the same command), or `grefine weights fetch` with the same options"
+    )
+    try:
+        check_device(pipeline.config.device)
+        device_problem = ""
+    except UsageError as e:
+        device_problem = str(e)
+    config = pipeline.config
+    for first in (True, False):
+        weights = collect_weights(pipeline, config, mode)
+        if fetch and missing(weights):
+            failures = fetch_missing(weights, say)
+            weights = collect_weights(pipeline, config, mode)
+            if failures and missing(weights):
+                raise MissingWeightsError("; ".join(failures))
+        absent = missing(weights)
+        if absent or device_problem:
+            text = missing_message(absent, config.preset, fetch_with) if absent else ""
+            raise (MissingWeightsError if absent else UsageError)(
+                "; and ".join(t for t in (device_problem, text) if t)
             )
+        if first:
+            config = resolved(config)
     go_offline()
     return weights

@@ -1,7 +1,9 @@
 """``grefine weights [fetch]``: the weights a configuration needs, and fetching them.
 
 Named ``weights`` (a noun, like ``grefine plugins`` and ``grefine presets``) because it answers
-"which weights, where, present?"; ``fetch`` is its one action. Exit status: 0 when every required
+"which weights, where, present?"; ``fetch`` is its one action. It takes the configuration options
+of ``grefine refine`` (preset, config file, ``--set``, ``--select``, the device, the settings
+flags), so the list is the one of the run you will start. Exit status: 0 when every required
 weight is present (after ``fetch``: was fetched), 2 when one is missing.
 """
 
@@ -16,15 +18,17 @@ from grefine_core.errors import MissingWeightsError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``grefine weights`` (shared by its ``fetch`` action)."""
+    """The action and the output options of ``grefine weights``; the CLI adds the configuration
+    options it shares with ``refine``."""
     p.add_argument(
         "action", nargs="?", choices=["list", "fetch"], default="list", help="default: list"
     )
-    p.add_argument("--preset", metavar="NAME", help="the preset whose weights to list")
-    p.add_argument("--config", metavar="FILE", help="a TOML config file")
-    p.add_argument("--select", action="append", default=[], metavar="SLOT=PLUGIN")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--disable", action="append", default=[], metavar="PLUGIN")
+    p.add_argument(
+        "--mode",
+        choices=["refine", "assess"],
+        default="refine",
+        help="the weights of a refine (default) or of an assess (no refiners)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -50,24 +54,33 @@ def format_table(weights: list[Any]) -> str:
 
 
 def run(args: argparse.Namespace, config: Any) -> int:
-    """List (or fetch) the weights of ``config``."""
-    from grefine_core.app.weights import collect_weights, missing, missing_message
+    """List (or fetch) the weights of ``config``, on the device it resolves to."""
+    from grefine_core.app.weights import (
+        check_device,
+        collect_weights,
+        fetch_missing,
+        missing,
+        missing_message,
+        resolved,
+    )
     from grefine_core.pipeline import GRefine
 
+    check_device(config.device)
     pipeline = GRefine(config)
-    weights = collect_weights(pipeline)
+    config = resolved(config)  # a GPU run loads more (SDXL's float16 VAE)
+    weights = collect_weights(pipeline, config, args.mode)
+    failures: list[str] = []
     if args.action == "fetch":
-        from grefine_core.app.weights_fetch import fetch
-
-        for weight in (w for w in missing(weights) if w.fetchable):
-            where = fetch(weight, say=lambda text: print(text, file=sys.stderr))
-            print(f"{weight.name}: {where}", file=sys.stderr)
-        weights = collect_weights(pipeline)
+        failures = fetch_missing(weights, say=lambda text: print(text, file=sys.stderr))
+        weights = collect_weights(pipeline, config, args.mode)
     absent = missing(weights)
     if args.json:
         print(json.dumps([w.to_dict() for w in weights], indent=2))
     else:
         print(format_table(weights))
+    if failures:
+        raise MissingWeightsError("; ".join(failures))
     if absent:
-        raise MissingWeightsError(missing_message(absent, config.preset))
+        with_same = "`grefine weights fetch` with the same options"
+        raise MissingWeightsError(missing_message(absent, config.preset, with_same))
     return 0

@@ -1,49 +1,72 @@
-"""Fetching weights (``grefine weights fetch``): Hugging Face repositories into the hub cache,
-URL files into their folder (resumed from a ``.part`` file, sha256-checked, then moved into
-place), archives unpacked. A local mirror (``$GREFINE_WEIGHTS_MIRROR``) replaces every remote
-source with a copy from disk, written in the same layout, so loaders cannot tell the difference.
+"""Fetching weights (``grefine weights fetch``): Hugging Face repositories into the hub cache
+(the hub resumes interrupted downloads itself), URL files into their folder (continued from a
+``.part`` file with an HTTP range request, sha256-checked, then moved into place). A local mirror
+(``$GREFINE_WEIGHTS_MIRROR``) replaces every remote source with a copy from disk, written in the
+same layout, so loaders cannot tell the difference.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import shutil
-import socket
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 from grefine_core.app.fingerprint import sha256_file
-from grefine_core.app.weights import Weight, matching, mirror_dir
+from grefine_core.app.weights import Say, Weight, matching, mirror_dir
 from grefine_core.errors import InputError, MissingWeightsError
 
-Say = Callable[[str], None]
-#: Seconds to wait for the first answer of a remote host (one try).
+#: Seconds to wait for the first answer of a remote host (one try per host and process).
 PROBE_TIMEOUT_S = 5.0
 
 
-def probe(host: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """One connection attempt to ``host:443``, so that an offline machine fails at once.
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
-    :raises MissingWeightsError: the host cannot be reached.
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """One HEAD request to ``url``'s host (through the proxies the environment names), so that
+    an offline machine fails at once rather than after the libraries' retries. Each host is asked
+    once per process, whatever the answer.
+
+    :raises MissingWeightsError: no answer at all (an HTTP error status is an answer).
     """
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as e:
+    parts = urllib.parse.urlsplit(url)
+    problem = _probe(f"{parts.scheme}://{parts.netloc}/", timeout)
+    if problem:
         raise MissingWeightsError(
-            f"cannot reach {host} ({e}); fetch the weights on a machine that can and copy the "
-            f"caches, or point $GREFINE_WEIGHTS_MIRROR at a local copy (docs/weights.md)"
-        ) from None
+            f"cannot reach {parts.netloc or url} ({problem}); fetch the weights on a machine "
+            "that can and copy the caches, or point $GREFINE_WEIGHTS_MIRROR at a local copy "
+            "(docs/weights.md)"
+        )
+
+
+@functools.cache
+def _probe(root: str, timeout: float) -> str:
+    try:
+        urllib.request.urlopen(urllib.request.Request(root, method="HEAD"), timeout=timeout)  # noqa: S310
+    except urllib.error.HTTPError:
+        return ""  # the host answered
+    except (OSError, ValueError) as e:
+        return _first_line(e)
+    return ""
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face endpoint the hub library will use (``$HF_ENDPOINT`` or the public one)."""
+    return os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
 
 
 def _hf_cache(weight: Weight) -> Path:
     from grefine_core.hub import hub_cache_dir
 
-    own = weight.target and not weight.unpack  # an unpacked archive's target is its folder
-    return Path(weight.target).expanduser() if own else hub_cache_dir()
+    return Path(weight.target).expanduser() if weight.target else hub_cache_dir()
 
 
 def _patterns(weight: Weight) -> list[str]:
@@ -67,8 +90,9 @@ def fetch_hf_from_mirror(weight: Weight, mirror: Path) -> Path:
         h.update(f"{f.relative_to(source).as_posix()}:{f.stat().st_size};".encode())
     commit = h.hexdigest()
     repo_dir = _hf_cache(weight) / f"models--{repo.replace('/', '--')}"
+    repo_dir.mkdir(parents=True, exist_ok=True)
     snapshot = repo_dir / "snapshots" / commit
-    staging = Path(tempfile.mkdtemp(prefix=".grefine-fetch-", dir=_ensure(repo_dir)))
+    staging = Path(tempfile.mkdtemp(prefix=".grefine-fetch-", dir=repo_dir))
     try:
         for f in files:
             dest = staging / f.relative_to(source)
@@ -85,27 +109,25 @@ def fetch_hf_from_mirror(weight: Weight, mirror: Path) -> Path:
     return snapshot
 
 
-def _ensure(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def fetch_hf(weight: Weight) -> Path:
-    """Download the repository's matching files into the hub cache (resumable: the hub keeps
-    partial downloads and continues them)."""
+    """Download the repository's matching files into the hub cache (an interrupted download is
+    continued by the next fetch: the hub keeps its partial files)."""
     from huggingface_hub import snapshot_download
 
-    probe("huggingface.co")
+    probe(hub_endpoint())
     try:
         folder = snapshot_download(
-            weight.repo,
-            allow_patterns=_patterns(weight),
-            cache_dir=str(_hf_cache(weight)),
+            weight.repo, allow_patterns=_patterns(weight), cache_dir=str(_hf_cache(weight))
         )
-    except Exception as e:  # noqa: BLE001 - network, auth (gated repos), disk: all one message
+    except Exception as e:  # noqa: BLE001 - network, auth (gated repos), disk: all one line
+        gated = "Gated" in type(e).__name__ or "401" in str(e) or "403" in str(e)
+        advice = (
+            f"accept the licence on {hub_endpoint()}/{weight.repo} and log in (`hf auth login`)"
+            if gated
+            else f"by hand: {weight.fetch_hint()}"
+        )
         raise MissingWeightsError(
-            f"{weight.name}: downloading {weight.repo} failed ({type(e).__name__}: {e}); "
-            f"by hand: {weight.fetch_hint()}"
+            f"{weight.name}: downloading {weight.repo} failed ({_first_line(e)}); {advice}"
         ) from None
     return Path(folder)
 
@@ -118,8 +140,9 @@ def _url_source(base: str, name: str, mirror: Path | None) -> str | Path:
     return mirror / "url" / parts.netloc / parts.path.lstrip("/")
 
 
-def _download(source: str | Path, part: Path) -> None:
-    """Copy or download ``source`` into ``part``, continuing a partial ``part``."""
+def download(source: str | Path, part: Path) -> None:
+    """Copy or download ``source`` into ``part``, continuing a partial ``part`` (an HTTP range
+    request; a server that ignores it sends the whole file, which replaces the part)."""
     if isinstance(source, Path):
         if not source.is_file():
             raise MissingWeightsError(f"the mirror has no {source}")
@@ -128,28 +151,33 @@ def _download(source: str | Path, part: Path) -> None:
     done = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(source, headers={"Range": f"bytes={done}-"} if done else {})
     try:
-        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - https only
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - http(s) only
             mode = "ab" if done and resp.status == 206 else "wb"
             with open(part, mode) as out:
                 shutil.copyfileobj(resp, out, 1 << 20)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and done:  # the part is already whole: the sha256 check decides
+            return
+        raise MissingWeightsError(f"downloading {source} failed ({_first_line(e)})") from None
     except OSError as e:
         raise MissingWeightsError(
-            f"downloading {source} failed ({e}); run the fetch again to continue"
+            f"downloading {source} failed ({_first_line(e)}); run the fetch again to continue"
         ) from None
 
 
 def fetch_urls(weight: Weight, mirror: Path | None) -> Path:
     """Each file of a URL source into ``target``: ``<file>.part`` first (continued by the next
     fetch), its sha256 checked, then moved into place."""
-    target = _ensure(Path(weight.target).expanduser())
+    target = Path(weight.target).expanduser()
+    target.mkdir(parents=True, exist_ok=True)
     if mirror is None:
-        probe(urllib.parse.urlsplit(weight.source).netloc)
+        probe(weight.source)
     for name, sha in weight.files.items():
         dest = target / name
         if dest.is_file() and (not sha or sha256_file(dest) == sha):
             continue
         part = dest.with_name(dest.name + ".part")
-        _download(_url_source(weight.source, name, mirror), part)
+        download(_url_source(weight.source, name, mirror), part)
         digest = sha256_file(part)
         if sha and digest != sha:
             part.unlink(missing_ok=True)
@@ -161,48 +189,10 @@ def fetch_urls(weight: Weight, mirror: Path | None) -> Path:
     return target
 
 
-def unpack(weight: Weight, archives: list[Path]) -> Path:
-    """Extract the zip ``archives`` and move the shallowest folder holding every name of
-    ``weight.contains`` to ``weight.target`` (so the archive's own layout does not matter)."""
-    target = Path(weight.target).expanduser()
-    _ensure(target.parent)
-    staging = Path(tempfile.mkdtemp(prefix=".grefine-unpack-", dir=target.parent))
-    try:
-        for archive in archives:
-            with zipfile.ZipFile(archive) as zf:
-                for member in zf.namelist():  # no absolute paths, no "..": stay in staging
-                    if member.startswith("/") or ".." in Path(member).parts:
-                        raise InputError(f"{archive}: unsafe path {member!r} in the archive")
-                zf.extractall(staging)
-        found = sorted(
-            (d for d in [staging, *staging.rglob("*")] if d.is_dir()),
-            key=lambda d: len(d.parts),
-        )
-        home = next((d for d in found if all((d / n).exists() for n in weight.contains)), None)
-        if home is None:
-            raise InputError(
-                f"{weight.name}: no folder in {', '.join(a.name for a in archives)} holds "
-                f"{', '.join(weight.contains)}"
-            )
-        if target.exists():
-            shutil.rmtree(target)
-        home.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def fetch(weight: Weight, say: Say = print) -> Path:
     """Fetch one weight (from ``$GREFINE_WEIGHTS_MIRROR`` when set) and return where it is."""
     mirror = mirror_dir()
     say(f"fetching {weight.name} from {mirror or weight.source}")
     if weight.repo:
-        folder = fetch_hf_from_mirror(weight, mirror) if mirror else fetch_hf(weight)
-        if weight.unpack:
-            return unpack(weight, matching(folder, _patterns(weight)))
-        return folder
-    if weight.unpack:
-        holder = Weight(**{**weight.__dict__, "target": str(Path(weight.target).parent)})
-        folder = fetch_urls(holder, mirror)
-        return unpack(weight, [folder / name for name in weight.files])
+        return fetch_hf_from_mirror(weight, mirror) if mirror else fetch_hf(weight)
     return fetch_urls(weight, mirror)

@@ -17,8 +17,13 @@ ORACLE_MODEL = "oracle"
 
 def device_dtype(context: Any) -> tuple[str, str]:
     """The device and dtype to run on: the context's, except float16 on the CPU (slow and
-    partly unsupported there), which falls back to float32 with a warning (once per process)."""
+    partly unsupported there), which falls back to float32 with a warning (once per process),
+    and ``dtype = "auto"``, which keeps CLIP in float32 (0.6 GB; its scores decide what is
+    refined and are tested in float32) while the diffusion models run in float16."""
     device = str(getattr(context, "device", "cpu") or "cpu")
+    config = getattr(context, "config", None)
+    if getattr(config, "dtype", None) == "auto":
+        return device, "float32"
     dtype = str(getattr(context, "dtype", "float32") or "float32")
     # Asked on every run (model-cache key), hence one warning per process.
     return device, run_dtype(device, dtype, "clip", warn_once=True)

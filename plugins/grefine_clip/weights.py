@@ -8,8 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from grefine_core.hub import cached_revisions, hub_cache_dir
-
 #: open_clip's Hugging Face copy of OpenAI's CLIP weights, by (model, tag): known here so that
 #: listing them needs no torch (open_clip is asked for any other pair).
 KNOWN_HUB_FILES = {
@@ -34,21 +32,9 @@ def _hub_file(model: str, tag: str) -> tuple[str, str] | None:
     hub = (get_pretrained_cfg(model, tag) or {}).get("hf_hub", "")
     if not hub:
         return None
-    repo, filename = os.path.split(hub.rstrip("/")) if hub.count("/") > 1 else (hub.rstrip("/"), "")
+    hub = hub.rstrip("/")  # open_clip writes "org/model/" for the default file name
+    repo, filename = os.path.split(hub) if hub.count("/") > 1 else (hub, "")
     return repo, filename or "open_clip_model.safetensors"
-
-
-def cached_file(repo: str, filename: str, cache_dir: str = "") -> bool:
-    """True when the hub cache holds ``filename`` of ``repo`` at its main revision."""
-    root = Path(cache_dir).expanduser() if cache_dir else hub_cache_dir()
-    commit = cached_revisions(repo).get("main") if not cache_dir else None
-    if cache_dir:
-        ref = root / f"models--{repo.replace('/', '--')}" / "refs" / "main"
-        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
-    if not commit:
-        return False
-    snapshot = root / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
-    return (snapshot / filename).is_file() or (snapshot / "open_clip_pytorch_model.bin").is_file()
 
 
 def clip_weights(context: Any) -> list[dict[str, Any]]:
@@ -69,7 +55,7 @@ def clip_weights(context: Any) -> list[dict[str, Any]]:
     return [
         {
             "name": name,
-            "present": cached_file(repo, filename, s.cache_dir),
+            "present": False,  # the hub cache is checked by the caller
             "source": f"hf://{repo}",
             "files": {filename: ""},
             "target": s.cache_dir,

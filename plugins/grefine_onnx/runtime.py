@@ -144,7 +144,11 @@ def _weights(context: Any) -> list[dict[str, Any]]:
     torch_factory = context.backbones.get("clip")
     listed = getattr(torch_factory, "weights", None)
     exported_from = list(listed(context)) if listed is not None else []
-    return [package_entry("ONNX Runtime", "onnxruntime", hint), *exported_from]
+    return [
+        package_entry("ONNX Runtime", "onnxruntime", hint),
+        package_entry("onnx (exports the graphs)", "onnx", hint),
+        *exported_from,
+    ]
 
 
 # What the backbone loads, for ``grefine weights`` (the indicators that use it report it).

@@ -27,11 +27,12 @@ LICENCE_NOTE = (
     "and accept it on the model page before use."
 )
 PASD_DOWNLOAD_HINT = (
-    "download the PASD SD-1.5 checkpoint (pasd.zip, linked from the yangxy/PASD README; mirrored "
-    "at huggingface.co/yangtao9009/PASD), unzip it so that <folder>/unet/ and "
-    "<folder>/controlnet/ exist (`grefine weights fetch` puts it at "
-    "~/.cache/grefine/pasd/checkpoint-100000, the default) or set plugins.pasd.pasd_checkpoint "
-    "to that folder. " + LICENCE_NOTE
+    "get the PASD SD-1.5 checkpoint with `grefine weights fetch` (it downloads "
+    "pasd/checkpoint-100000/{unet,controlnet} of huggingface.co/yangtao9009/PASD into the Hugging "
+    "Face cache, the default hf://yangtao9009/PASD/pasd/checkpoint-100000), or download it by "
+    "hand (`hf download yangtao9009/PASD --include 'pasd/checkpoint-100000/*'`, or pasd.zip from "
+    "the yangxy/PASD README) and set plugins.pasd.pasd_checkpoint to the folder holding unet/ and "
+    "controlnet/. " + LICENCE_NOTE
 )
 SD15_DOWNLOAD_HINT = (
     "download Stable Diffusion v1.5 in diffusers layout (e.g. `hf download "
@@ -55,12 +56,32 @@ def _check_model_folder(folder: Path, what: str) -> None:
         )
 
 
+HF = "hf://"
+
+
+def split_hub_path(value: str) -> tuple[str, str]:
+    """``hf://org/repo/sub/folder`` -> ``("org/repo", "sub/folder")``."""
+    parts = value[len(HF) :].strip("/").split("/")
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def hub_folder(value: str) -> Path:
+    """Where ``hf://org/repo/sub`` is in the hub cache (its main revision), without the network;
+    a path that does not exist when the repository is not cached."""
+    from grefine_core.hub import cached_revisions, hub_cache_dir
+
+    repo, sub = split_hub_path(value)
+    commit = cached_revisions(repo).get("main", "not-cached")
+    return hub_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots" / commit / sub
+
+
 def check_pasd_checkpoint(folder: str | Path) -> Path:
     """Check that ``folder`` is a PASD checkpoint (``unet/`` and ``controlnet/`` with weights).
 
+    :param folder: a folder, or ``hf://org/repo/subfolder`` in the Hugging Face cache.
     :raises MissingWeightsError: naming the missing file and what to download.
     """
-    root = Path(folder).expanduser()
+    root = hub_folder(str(folder)) if str(folder).startswith(HF) else Path(folder).expanduser()
     if not root.is_dir():
         raise MissingWeightsError(
             f"PASD checkpoint folder {str(root)!r} (plugins.pasd.pasd_checkpoint) does not exist; "

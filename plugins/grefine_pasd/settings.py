@@ -11,8 +11,9 @@ from grefine_pasd.prompts import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT
 
 SECTION = "pasd"
 TINY = "tiny"
-#: Where ``grefine weights fetch`` puts the PASD checkpoint (independent of the working folder).
-DEFAULT_CHECKPOINT = "~/.cache/grefine/pasd/checkpoint-100000"
+#: The PASD authors' checkpoint in their Hugging Face repository, read from the hub cache
+#: (``grefine weights fetch`` puts it there; independent of the working folder).
+DEFAULT_CHECKPOINT = "hf://yangtao9009/PASD/pasd/checkpoint-100000"
 
 
 class PasdSettings(StrictModel):
@@ -29,8 +30,9 @@ class PasdSettings(StrictModel):
     )
     pasd_checkpoint: str = Field(
         DEFAULT_CHECKPOINT,
-        description="PASD checkpoint folder holding unet/ and controlnet/ ('~' expands; "
-        "`grefine weights fetch` puts it at the default), or 'tiny'",
+        description="PASD checkpoint holding unet/ and controlnet/: a folder ('~' expands) or "
+        "hf://org/repo/subfolder in the Hugging Face cache (`grefine weights fetch` gets the "
+        "default), or 'tiny'",
     )
     steps: int = Field(10, ge=1, le=1000, description="steps of the full schedule")
     strength: float = Field(

@@ -82,7 +82,7 @@ def package_entry(what: str, module: str, extra: str) -> dict[str, object]:
     return {
         "name": f"{what} (Python package)",
         "present": not absent,
-        "source": f"pip:{extra}",
+        "source": f"pip:{module}",
         "files": {},
         "target": "",
         "how": hint,

@@ -14,20 +14,6 @@ from PIL import Image
 Box = tuple[int, int, int, int]
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Where and at what size stage 1 inpaints.
-
-    :ivar path: ``"crop"`` (the mask's box only) or ``"full"`` (the whole image).
-    :ivar box: the region of the input that is inpainted.
-    :ivar working_size: ``(W, H)`` the region is resized to for the model (multiples of ``multiple``).
-    """
-
-    path: str
-    box: Box
-    working_size: tuple[int, int]
-
-
 def round_to_multiple(value: float, multiple: int) -> int:
     """Nearest positive multiple of ``multiple`` (at least ``multiple``)."""
     return max(int(multiple), int(round(value / multiple)) * int(multiple))
@@ -71,6 +57,13 @@ def crop_box(
     if bbox is None:
         return None
     height, width = binary.shape
+    return padded_box(bbox, height, width, padding, min_padding_px, max_aspect)
+
+
+def padded_box(
+    bbox: Box, height: int, width: int, padding: float, min_padding_px: int, max_aspect: float
+) -> Box:
+    """``bbox`` plus context, clamped to the ``(height, width)`` image (see :func:`crop_box`)."""
     x0, y0, x1, y1 = bbox
     pad = max(int(math.ceil(padding * max(x1 - x0, y1 - y0))), int(min_padding_px))
     x0, y0, x1, y1 = max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, width), min(y1 + pad, height)
@@ -96,33 +89,6 @@ def working_size(
     target = native if full else min(max(long_side, min_side), native)
     scale = target / long_side
     return round_to_multiple(w * scale, multiple), round_to_multiple(h * scale, multiple)
-
-
-def plan_region(
-    binary: np.ndarray,
-    fraction: float,
-    *,
-    crop_to_mask: bool,
-    crop_max_fraction: float,
-    padding: float,
-    min_padding_px: int,
-    max_aspect: float,
-    native: int,
-    min_side: int,
-    multiple: int,
-) -> Plan:
-    """Choose the crop or the full-image path and the working size (see :func:`crop_box`)."""
-    height, width = binary.shape
-    full_box: Box = (0, 0, width, height)
-    box = None
-    if crop_to_mask and fraction < crop_max_fraction:
-        box = crop_box(binary, padding, min_padding_px, max_aspect)
-    if box is None or box == full_box:
-        return Plan(
-            "full", full_box, working_size((width, height), native, min_side, multiple, True)
-        )
-    size = (box[2] - box[0], box[3] - box[1])
-    return Plan("crop", box, working_size(size, native, min_side, multiple, False))
 
 
 def composite(original: np.ndarray, refined: np.ndarray, soft: np.ndarray) -> np.ndarray:
@@ -154,3 +120,162 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     img = Image.fromarray(mask.astype(np.float32), mode="F")
     out = np.asarray(img.resize(tuple(size), Image.Resampling.BILINEAR), dtype=np.float32)
     return np.clip(out, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- per-region stage 1
+
+
+#: More components than this (speckle) are inpainted as one box over all of them.
+MAX_REGIONS = 32
+
+
+@dataclass(frozen=True)
+class Region:
+    """One part of the mask that stage 1 inpaints on its own.
+
+    :ivar box: the inpainted box of the input (the components' padded box, grown to the working
+        size's aspect ratio where the image allows).
+    :ivar working_size: ``(W, H)`` the box is resized to for the model (a bucket size).
+    :ivar components: labels (1-based, of :func:`components`) of the mask blobs it covers.
+    """
+
+    box: Box
+    working_size: tuple[int, int]
+    components: tuple[int, ...]
+
+
+def components(binary: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of the mask (8-connectivity): ``(labels (H, W) int32, count)``."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(binary, structure=np.ones((3, 3), bool))
+    return labels.astype(np.int32), int(count)
+
+
+def bucket_sizes(native: int, fractions: tuple[float, ...], multiple: int) -> list[int]:
+    """The side lengths working sizes snap to: ``fractions`` of ``native`` as multiples of
+    ``multiple`` (e.g. 512, 768, 1024 for SDXL), so that compiled or captured graphs are reused
+    across images and regions. Empty ``fractions``: no snapping."""
+    return sorted({round_to_multiple(native * f, multiple) for f in fractions if f > 0})
+
+
+def snap(value: int, buckets: list[int]) -> int:
+    """The smallest bucket at or above ``value`` (the largest when none is)."""
+    return next((b for b in buckets if b >= value), buckets[-1]) if buckets else value
+
+
+def region_working_size(
+    box_size: tuple[int, int], native: int, min_side: int, multiple: int, buckets: list[int]
+) -> tuple[int, int]:
+    """:func:`working_size` of a crop, then each side snapped up to a bucket."""
+    w, h = working_size(box_size, native, min_side, multiple, full=False)
+    return (snap(w, buckets), snap(h, buckets)) if buckets else (w, h)
+
+
+def fit_aspect(box: Box, size: tuple[int, int], width: int, height: int) -> Box:
+    """``box`` grown (never shrunk, within the image) towards the aspect ratio of ``size``, so
+    that resizing it to ``size`` distorts as little as the image allows."""
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    ww, wh = size
+    if bw * wh < bh * ww:  # too narrow: widen
+        x0, x1 = _grow_axis(x0, x1, int(math.ceil(bh * ww / wh)), width)
+    elif bw * wh > bh * ww:  # too flat: heighten
+        y0, y1 = _grow_axis(y0, y1, int(math.ceil(bw * wh / ww)), height)
+    return x0, y0, x1, y1
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def plan_regions(
+    labels: np.ndarray,
+    count: int,
+    *,
+    padding: float,
+    min_padding_px: int,
+    max_aspect: float,
+    native: int,
+    min_side: int,
+    multiple: int,
+    buckets: list[int],
+) -> list[Region]:
+    """The regions stage 1 inpaints one by one (docs/refiners.md, "Per-region stage 1").
+
+    :param labels: :func:`components` of the binary mask, and ``count`` of them.
+
+    Each connected component starts as a region with its padded box (:func:`crop_box`). Two
+    regions merge when their boxes overlap (their context would be inpainted twice) or when the
+    union costs no more than the two apart, the cost of a box being the pixels of its working
+    size (what the UNet processes per step). Merging repeats until no pair qualifies; a union
+    that would be inpainted at a lower resolution than its parts (an image larger than the
+    model's native size) never counts as cheaper. Regions are
+    returned in reading order of their boxes, so their order (and the seeds derived from their
+    boxes) does not depend on how the components were labelled.
+    """
+    from scipy import ndimage
+
+    height, width = labels.shape
+    regions: list[tuple[Box, tuple[int, ...]]] = []
+    for label, found in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
+        if found is None:
+            continue
+        ys, xs = found
+        bbox = (xs.start, ys.start, xs.stop, ys.stop)
+        box = padded_box(bbox, height, width, padding, min_padding_px, max_aspect)
+        regions.append((box, (label,)))
+    if len(regions) > MAX_REGIONS:  # speckle: one box over all (merging pairs is quadratic)
+        box = (min(r[0][0] for r in regions), min(r[0][1] for r in regions),
+               max(r[0][2] for r in regions), max(r[0][3] for r in regions))  # fmt: skip
+        regions = [(box, tuple(range(1, count + 1)))]
+
+    def size(box: Box) -> tuple[int, int]:
+        return region_working_size(
+            (box[2] - box[0], box[3] - box[1]), native, min_side, multiple, buckets
+        )
+
+    def cost(box: Box) -> int:
+        w, h = size(box)
+        return w * h
+
+    def scale(box: Box) -> float:
+        return max(size(box)) / max(box[2] - box[0], box[3] - box[1])
+
+    def cheaper_together(a: Box, b: Box, union: Box) -> bool:
+        # Fewer pixels, but not by downscaling the union more than its parts (upscaling small
+        # crops to min_side is for the model, not for detail).
+        fine = min(scale(union), 1.0) >= 0.99 * min(scale(a), scale(b), 1.0)
+        return fine and cost(union) <= cost(a) + cost(b)
+
+    merged = True
+    while merged and len(regions) > 1:
+        merged = False
+        for i in range(len(regions)):
+            for j in range(i + 1, len(regions)):
+                (a, la), (b, lb) = regions[i], regions[j]
+                union = _union(a, b)
+                if _overlap(a, b) or cheaper_together(a, b, union):
+                    regions[i] = (union, tuple(sorted(la + lb)))
+                    del regions[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    out = []
+    for box, labels_in in regions:
+        out.append(Region(fit_aspect(box, size(box), width, height), size(box), labels_in))
+    return sorted(out, key=lambda r: (r.box[1], r.box[0], r.box[3], r.box[2]))
+
+
+def region_seed(seed: int, box: Box) -> int:
+    """The seed of one region: the item's seed and the region's box, hashed (so it does not
+    depend on the order regions are listed or found in)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(seed)}:{box[0]},{box[1]},{box[2]},{box[3]}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)

@@ -83,6 +83,21 @@ class SDXLSettings(StrictModel):
     prompt_suffix: str = ", high quality, hyper detail"
 
     crop_to_mask: bool = True
+    per_region: bool = Field(
+        True,
+        description="inpaint each group of mask blobs in its own box (docs/refiners.md); false: "
+        "one box over the whole mask",
+    )
+    region_emphasis: bool = Field(
+        True,
+        description="a region's prompt weights only the attribute defects whose object it covers "
+        "(a missing object is weighted in every region)",
+    )
+    size_buckets: list[float] = Field(
+        default_factory=lambda: [0.5, 0.75, 1.0],
+        description="working-size sides snap up to these fractions of the native size, so "
+        "compiled graphs are reused; [] = exact sizes",
+    )
     crop_max_fraction: float = Field(0.5, ge=0.0, le=1.0)
     crop_padding: float = Field(0.25, ge=0.0, le=4.0)
     crop_min_padding_px: int = Field(16, ge=0)

@@ -5,19 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from grefine_core.hub import is_cached
 from grefine_sdxl.settings import FP16_FIX_VAE, SDXLSettings
 
 SDXL_LICENCE = "CreativeML Open RAIL++-M (accept it on the model page)"
 #: The files of a diffusers SDXL inpainting repository that the pipeline reads (no .bin copies,
-#: no other variants' weights).
-PIPELINE_FILES = ["*.json", "*.txt", "tokenizer*/*"]
+#: no other variants' weights): configs, tokenizers, and each model's weights, named one by one so
+#: that a half-finished download is not taken for a complete one.
+PIPELINE_FILES = [
+    "model_index.json",
+    "*/config.json",
+    "scheduler/*",
+    "tokenizer/*",
+    "tokenizer_2/*",
+]
+WEIGHT_FILES = (
+    "unet/diffusion_pytorch_model{}",
+    "vae/diffusion_pytorch_model{}",
+    "text_encoder/model{}",
+    "text_encoder_2/model{}",
+)
 
 
 def _hub(name: str, repo: str, files: list[str], size: str, licence: str) -> dict[str, Any]:
     return {
         "name": name,
-        "present": is_cached(repo),
+        "present": False,  # the hub cache is checked by the caller (every file pattern)
         "source": f"hf://{repo}",
         "files": dict.fromkeys(files, ""),
         "target": "",
@@ -48,7 +60,8 @@ def known_dtype(context: Any) -> str | None:
     device, dtype = context.config.device, context.config.dtype
     if dtype == "auto" and device == "auto":
         return None
-    return context.dtype
+    dtype = context.dtype
+    return "float32" if dtype == "float16" and context.device == "cpu" else dtype  # the fallback
 
 
 def sdxl_weights(settings: SDXLSettings, dtype: str | None) -> list[dict[str, Any]]:
@@ -62,8 +75,8 @@ def sdxl_weights(settings: SDXLSettings, dtype: str | None) -> list[dict[str, An
     name = f"SDXL inpainting pipeline ({settings.model})"
     if kind == "hub":
         suffix = f".{settings.variant}.safetensors" if settings.variant else ".safetensors"
-        files = [*PIPELINE_FILES, f"*/diffusion_pytorch_model{suffix}", f"*/model{suffix}"]
-        size = "about 5 GB (fp16 variant)" if settings.variant else "about 10 GB"
+        files = [*PIPELINE_FILES, *(f.format(suffix) for f in WEIGHT_FILES)]
+        size = "about 7 GB (fp16 variant)" if settings.variant else "about 14 GB"
         out = [_hub(name, settings.model, files, size, SDXL_LICENCE)]
     else:
         marker = "model_index.json" if kind == "folder" else ""
