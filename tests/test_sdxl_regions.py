@@ -201,3 +201,11 @@ def test_region_results_are_stable_across_runs(pipe, settings):
     a = _refine(pipe, settings, _image(), _two_corner_mask())
     b = _refine(pipe, settings, _image(), _two_corner_mask())
     np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
+
+
+def test_a_union_that_is_the_whole_image_costs_the_full_path():
+    # A small image: each blob's box is upscaled to 512, but the union, the whole image, would
+    # take the full path at the native 1024: two regions are cheaper than one.
+    small = _blobs((10, 10, 60, 60), (190, 190, 246, 246), size=256)
+    regions = _regions(small)
+    assert len(regions) == 2 and all(r.working_size == (512, 512) for r in regions)

@@ -235,6 +235,8 @@ def plan_regions(
         regions = [(box, tuple(range(1, count + 1)))]
 
     def size(box: Box) -> tuple[int, int]:
+        if box == (0, 0, width, height):  # the whole image takes the full path: native size
+            return working_size((width, height), native, min_side, multiple, full=True)
         return region_working_size(
             (box[2] - box[0], box[3] - box[1]), native, min_side, multiple, buckets
         )
