@@ -316,7 +316,7 @@ def preflight(
     except UsageError as e:
         device_problem = str(e)
     config = pipeline.config
-    for first in (True, False):
+    while True:  # as configured, then on the resolved device if that changes the configuration
         weights = collect_weights(pipeline, config, mode)
         if fetch and missing(weights):
             failures = fetch_missing(weights, say)
@@ -329,7 +329,9 @@ def preflight(
             raise (MissingWeightsError if absent else UsageError)(
                 "; and ".join(t for t in (device_problem, text) if t)
             )
-        if first:
-            config = resolved(config)
+        on_device = resolved(config)
+        if on_device == config:
+            break
+        config = on_device
     go_offline()
     return weights

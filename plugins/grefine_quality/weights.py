@@ -15,18 +15,21 @@ from grefine_quality.constants import (
 )
 
 
+def _factory(context: Any, default: str) -> Any:
+    """The factory of the backbone the indicator runs on (``None`` when none offers it)."""
+    return context.backbones.get(context.settings("backbone").name or default)
+
+
 def backbone_weights(context: Any, default: str) -> list[dict[str, Any]]:
     """The weights of the backbone the indicator runs on (``[plugins.backbone] name`` or
     ``default``), as its factory declares them (nothing when it declares none)."""
-    factory = context.backbones.get(context.settings("backbone").name or default)
-    listed = getattr(factory, "weights", None)
+    listed = getattr(_factory(context, default), "weights", None)
     return list(listed(context)) if listed is not None else []
 
 
 def pq_prompt_weights(context: Any, default: str) -> list[dict[str, Any]]:
     """The four PQ prompt files, unless the backbone plants its own or ``prompts`` is a URL."""
-    factory = context.backbones.get(context.settings("backbone").name or default)
-    planted = getattr(factory, "plants_pq_prompts", None)
+    planted = getattr(_factory(context, default), "plants_pq_prompts", None)
     if planted is not None and planted(context):
         return []
     s = context.settings("pq")
