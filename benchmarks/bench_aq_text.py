@@ -3,8 +3,10 @@
 Every phrase, head noun and the whole prompt (plus the empty string for the redundant feature) goes
 through the 85-template prompt ensemble. Compared, in one run:
 
-* optimised, cold cache: all texts x templates in one batched pass (length-sorted chunks, each cut
-  after its longest end-of-text token, exact under the causal mask), as ``AlignmentQuality`` does;
+* optimised, cold cache: one batched pass per text over its 85 templates (length-sorted chunks,
+  each cut after its longest end-of-text token, exact under the causal mask), as
+  ``AlignmentQuality`` does (per text, so that a text's features never depend on which other texts
+  were uncached with it);
 * optimised, warm cache: the same call again (LRU cache of text features);
 * naive: one padded 77-token ``encode_text`` call per template per text.
 

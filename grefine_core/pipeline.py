@@ -48,6 +48,7 @@ class GRefine:
         models: ModelCache | None = None,
     ) -> None:
         self.config = config if config is not None else load_config()
+        self.extra_plugins = dict(extra_plugins or {})  # an engine rebuilds the pipeline elsewhere
         self.host = PluginHost(
             disable=self.config.disable,
             strict=self.config.strict_plugins,
@@ -125,7 +126,7 @@ class GRefine:
 
         :param fingerprint: the run's fingerprint when already computed (``refine_many`` does).
         """
-        return self._run(image, prompt, "refine", name, seed, fingerprint)
+        return self._run(image, prompt, "refine", name=name, seed=seed, fingerprint=fingerprint)
 
     def assess(
         self,
@@ -137,7 +138,7 @@ class GRefine:
         fingerprint: Fingerprint | None = None,
     ) -> RefineResult:
         """Quality maps and scores only: perceptual, parser, alignment and fuser; no refinement."""
-        return self._run(image, prompt, "assess", name, seed, fingerprint)
+        return self._run(image, prompt, "assess", name=name, seed=seed, fingerprint=fingerprint)
 
     def fingerprint(
         self, image: ImageLike, prompt: str, seed: int | None, mode: str
@@ -197,15 +198,29 @@ class GRefine:
         ctx = self._current
         self.host.hook.grefine_stage_progress(context=ctx, slot=slot, step=step, total=total)
 
-    def _run(
+    def _run(self, image: ImageLike, prompt: str, mode: str, **kw: Any) -> RefineResult:
+        result = self.start(image, prompt, mode=mode, **kw)
+        for slot in ("stage1", "stage2"):
+            self.advance(result, slot)
+        return result
+
+    def start(
         self,
         image: ImageLike,
         prompt: str,
-        mode: str,
-        name: str | None,
-        seed: int | None,
-        fingerprint: Fingerprint | None,
+        *,
+        mode: str = "refine",
+        name: str | None = None,
+        seed: int | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> RefineResult:
+        """The first part of a run: perceptual, parser, alignment and fuser slots and the HQ
+        decision. The result's image is still the input; :meth:`advance` runs the two stages.
+
+        ``refine`` is ``start`` then ``advance(result, "stage1")`` and ``advance(result, "stage2")``;
+        an engine may run the parts in different processes (docs/scale-out.md): a part needs only
+        the result and a pipeline of the same configuration.
+        """
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
         check_seed(self.config.seed if seed is None else seed)
@@ -218,12 +233,11 @@ class GRefine:
         ctx = self.run_context(run_seed, name, prompt)
         self._current = ctx
         trace: list[StageRecord] = []
-        shape = (img.height, img.width)
         self.host.hook.grefine_run_start(context=ctx)
 
         perceptual = self._call_slot("perceptual", ctx, trace, image=img, context=ctx)
         if perceptual is None:
-            perceptual = PerceptualResult.neutral_for(*shape)
+            perceptual = PerceptualResult.neutral_for(img.height, img.width)
 
         parsed = alignment = None
         if not prompt.strip():
@@ -244,40 +258,8 @@ class GRefine:
         mask = self._call_slot(
             "fuser", ctx, trace, perceptual=perceptual, alignment=alignment, context=ctx
         )
-
-        current = img
-        hq_reason = self._high_quality_reason(perceptual, alignment)
-        if mode == "assess":
-            for slot in ("stage1", "stage2"):
-                self._skip(slot, ctx, trace, "assess only")
-        elif hq_reason:
-            # Table 1's "HQ optimisation: zero": neither stage touches a high-quality image.
-            for slot in ("stage1", "stage2"):
-                self._skip(slot, ctx, trace, hq_reason)
-        else:
-            reason = self._stage1_skip_reason(mask)
-            if reason:
-                self._skip("stage1", ctx, trace, reason)
-            else:
-                out = self._call_slot(
-                    "stage1",
-                    ctx,
-                    trace,
-                    image=img,
-                    mask=mask,
-                    perceptual=perceptual,
-                    alignment=alignment,
-                    prompt=prompt,
-                    context=ctx,
-                )
-                if out is not None:
-                    current = out.image
-            out = self._call_slot("stage2", ctx, trace, image=current, prompt=prompt, context=ctx)
-            if out is not None:
-                current = out.image
-
-        result = RefineResult(
-            image=current,
+        return RefineResult(
+            image=img,
             input_image=img,
             prompt=prompt,
             perceptual=perceptual,
@@ -293,11 +275,42 @@ class GRefine:
             plumbing_only=self.config.plumbing_only,
             input_info=info,
             mode=mode,
-            high_quality=hq_reason,
+            high_quality=self._high_quality_reason(perceptual, alignment),
             notices=self.notices(),
             fingerprint=fingerprint,
         )
-        self.host.hook.grefine_run_end(context=ctx, result=result)
+
+    def advance(self, result: RefineResult, slot: str) -> RefineResult:
+        """Run ``slot`` (``stage1``, then ``stage2``) on a :meth:`start` ed result, in place.
+
+        The slot is skipped (and recorded so) in ``assess`` mode, for a high-quality image, and
+        stage 1 for an empty or absent mask. ``stage2`` ends the run (``grefine_run_end``).
+
+        :raises UsageError: ``slot`` is not the result's next stage.
+        """
+        done = sum(r.slot in ("stage1", "stage2") for r in result.trace)
+        if done > 1 or slot != ("stage1", "stage2")[done]:
+            raise UsageError(
+                f"advance({slot!r}): {result.item_name!r} has run {done} of its two stages, "
+                "which run in the order stage1, stage2"
+            )
+        self._current = ctx = self.run_context(result.seed, result.item_name, result.prompt)
+        reason = "assess only" if result.mode == "assess" else result.high_quality
+        if not reason and slot == "stage1":
+            reason = self._stage1_skip_reason(result.mask)
+        if reason:  # an HQ image: Table 1's "HQ optimisation: zero", neither stage touches it
+            self._skip(slot, ctx, result.trace, reason)
+        else:
+            kw = {"image": result.image, "prompt": result.prompt, "context": ctx}
+            if slot == "stage1":
+                kw.update(
+                    mask=result.mask, perceptual=result.perceptual, alignment=result.alignment
+                )
+            out = self._call_slot(slot, ctx, result.trace, **kw)
+            if out is not None:
+                result.image = out.image
+        if slot == "stage2":
+            self.host.hook.grefine_run_end(context=ctx, result=result)
         return result
 
     def _high_quality_reason(

@@ -49,7 +49,7 @@ import grefine_core
 print(f"smoke venv: torch {torch.__version__}, torchvision {torchvision.__version__} "
       f"(shim: {sitecustomize.MODE}), grefine {grefine_core.__version__} from {grefine_core.__file__}")
 assert "site-packages" in grefine_core.__file__, grefine_core.__file__
-extras = ["onnxruntime", "onnx", "onnxscript", "spacy", "matplotlib", "skvideo", "brisque"]
+extras = ["onnxruntime", "onnx", "onnxscript", "spacy", "matplotlib", "skvideo", "brisque", "ray"]
 present = [m for m in extras if importlib.util.find_spec(m) is not None]
 sys.exit(f"the base install holds packages of the extras: {present}" if present else 0)
 EOF

@@ -17,7 +17,7 @@ fi
 extras="all,dev"
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] ||
   "$VENV/bin/python" -m pip show --quiet onnxruntime-gpu >/dev/null 2>&1; then
-  extras="onnx-gpu,spacy,eval,dev"
+  extras="onnx-gpu,spacy,eval,ray,ui,dev"
 fi
 "$VENV/bin/python" -m pip install --quiet -c constraints/ci.txt -e ".[$extras]" \
   -e ./examples/grefine-example-refiner -e ./examples/grefine-example-parser

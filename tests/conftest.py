@@ -97,3 +97,13 @@ needs_onnxruntime_gpu_build = pytest.mark.skipif(
     reason="needs the onnxruntime-gpu build (pip install 'grefine[onnx-gpu]'): the test checks "
     "the fallback from its CUDA/TensorRT providers; the CPU build has none",
 )
+
+
+@pytest.fixture
+def image(tmp_path):
+    """``tmp_path/cat.png``: the fake plugins' test image (grefine_core.testing.make_test_image)."""
+    from grefine_core.testing import make_test_image
+
+    path = tmp_path / "cat.png"
+    make_test_image().save(path)
+    return path

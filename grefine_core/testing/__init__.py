@@ -311,6 +311,13 @@ def fake_plugins() -> dict[str, Any]:
     }
 
 
+def fake_pipeline(**fields: Any) -> Any:
+    """A :class:`~grefine_core.pipeline.GRefine` on the fake plugins (``fields``: config fields)."""
+    from grefine_core.pipeline import GRefine
+
+    return GRefine(fake_config(**fields), extra_plugins=fake_plugins())
+
+
 def make_test_image(
     width: int = 64, height: int = 48, mode: str = "RGB", seed: int = 0
 ) -> Image.Image:

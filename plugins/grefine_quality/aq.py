@@ -1,7 +1,7 @@
 """AQ-Map, the alignment quality indicator: the CLIP side (docs/indicators.md).
 
 For a parsed prompt, every phrase text, head noun and the whole prompt are encoded through the
-85-template ensemble in one batched text pass (cached), the empty-string feature ``R`` is
+85-template ensemble, one batched text pass per text (cached), the empty-string feature ``R`` is
 subtracted (feature surgery), and each text gets a score ``sigmoid(10 * S[cls])`` and a map
 ``sim_map(S[1:])``. The defect logic (docs/indicators.md) lives in :mod:`grefine_quality.aq_logic`.
 """
@@ -80,8 +80,8 @@ class AlignmentQuality:
         return [p.text for p in scored], [str(p.noun) for p in scored], parsed.prompt
 
     def text_features(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ensemble features of ``texts`` ``[K, D]`` and the redundant feature ``[1, D]``, all in
-        one batched text pass (uncached texts only)."""
+        """Ensemble features of ``texts`` ``[K, D]`` and the redundant feature ``[1, D]``, one
+        batched text pass per uncached text (so a text's features never depend on the others)."""
         feats = self.texts.encode([*texts, ""])
         return feats[:-1], feats[-1:]
 

@@ -92,8 +92,8 @@ class TextEnsemble:
     ) -> torch.Tensor:
         """Ensemble features ``[n, D]``, normalised, on the backbone's device.
 
-        Every uncached text's template strings go to the backbone in one ``encode_texts`` call
-        (it batches them). Results are kept in :attr:`cache`.
+        Each uncached text's template strings go to the backbone in one ``encode_texts`` call
+        of their own (it batches them). Results are kept in :attr:`cache`.
 
         :param templates: default: the backbone's (the 85 reference templates for a CLIP).
         :param use_cache: read and fill the LRU cache.
@@ -110,16 +110,17 @@ class TextEnsemble:
                 if hit is not None:
                     found[t] = hit
         todo = [t for t in dict.fromkeys(texts) if t not in found]
-        if todo:
-            strings = [tmpl.replace("{}", t) for t in todo for tmpl in templates]
-            feats = self.backbone.encode_texts(strings).float()
+        # One call per text: a text's features never depend on which other texts happened to
+        # be uncached with it (batch composition shifts the last float bits), so an item's
+        # result is the same whatever ran before it in this process (resume, engines).
+        for t in todo:
+            feats = self.backbone.encode_texts([tmpl.replace("{}", t) for tmpl in templates])
+            feats = feats.float()
             feats = feats / feats.norm(dim=-1, keepdim=True)
-            mean = feats.reshape(len(todo), len(templates), -1).mean(1)
-            mean = mean / mean.norm(dim=-1, keepdim=True)
-            for t, f in zip(todo, mean, strict=True):
-                found[t] = f
-                if use_cache:
-                    self.cache.put((key_t, t), f)
+            mean = feats.mean(0)
+            found[t] = mean / mean.norm()
+            if use_cache:
+                self.cache.put((key_t, t), found[t])
         if not texts:
             return torch.zeros((0, int(self.backbone.embed_dim)), device=self.backbone.device)
         return torch.stack([found[t] for t in texts])
