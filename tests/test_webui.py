@@ -180,6 +180,27 @@ def test_the_page_end_to_end(page_url, browser, tmp_path):
     page.close()
 
 
+def test_the_page_with_the_tiny_preset(page_url, browser):
+    """The same round trip with random-weight models of the real architectures (the plumbing)."""
+    url, _ = page_url
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    choose = page.locator("#preset input")
+    choose.click()
+    choose.fill("tiny")
+    page.get_by_role("option", name="tiny").click()
+    upload(page, CAT)
+    page.locator("#prompt textarea").fill("a red cat on a wooden table")
+    page.locator("#analyse").click()
+    page.locator("#scores").get_by_text("random-weight models", exact=False).wait_for(
+        timeout=180_000
+    )
+    page.locator("#refine").click()
+    page.locator("#result").get_by_text("refined", exact=False).wait_for(timeout=240_000)
+    assert page.locator("#report a").first.get_attribute("download") == "cat_table.json"
+    page.close()
+
+
 def rss_mb():
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -351,7 +351,9 @@ def build_app(server: Server) -> Any:
                 preview = gr.Image(label="input", type="filepath", interactive=False, height=240)
                 message = gr.Markdown(elem_id="message")
                 prompt = gr.Textbox(label="prompt", lines=2, elem_id="prompt")
-                preset = gr.Dropdown(presets, value=server.default_preset, label="preset")
+                preset = gr.Dropdown(
+                    presets, value=server.default_preset, label="preset", elem_id="preset"
+                )
                 disabled = gr.CheckboxGroup(
                     server.plugins_of(server.default_preset), label="disable plugins"
                 )
