@@ -433,3 +433,27 @@ def test_a_missing_extra_is_named_with_the_weights_and_never_installed(
     assert code == 2 and "spaCy (Python package) [plugin spacy; install it: pip install" in err
     assert "--fetch-weights" not in err  # nothing here can be fetched
     assert not (empty_caches / "o").exists()
+
+
+def test_trained_pq_prompts_pass_the_check_by_their_own_manifest(empty_caches, capsys):
+    """grefine train-pq output (docs/training.md): the released sha256 cannot match it; the
+    manifest beside it vouches instead, and a file changed after training is caught."""
+    import hashlib
+
+    from grefine_quality.constants import PQ_FACTORS, pq_filename
+    from grefine_quality.trained import TRAINED_MANIFEST, TRAINED_MANIFEST_KIND
+
+    folder = empty_caches / "trained"
+    folder.mkdir()
+    files = {}
+    for i, factor in enumerate(PQ_FACTORS):
+        data = f"trained prompt {i}".encode()
+        (folder / pq_filename(factor)).write_bytes(data)
+        files[pq_filename(factor)] = hashlib.sha256(data).hexdigest()
+    manifest = {"kind": TRAINED_MANIFEST_KIND, "files": files}
+    (folder / TRAINED_MANIFEST).write_text(json.dumps(manifest))
+    args = ["weights", *PQ_ONLY, "--set", f"plugins.pq.prompts={folder}"]
+    assert main(args) == 0
+    assert "present, sha256 ok" in capsys.readouterr().out
+    (folder / "PQ-overall.pth").write_bytes(b"changed after training")
+    assert main(args) == 2

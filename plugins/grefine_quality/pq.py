@@ -30,6 +30,7 @@ from grefine_quality.constants import (
     pq_filename,
     pq_search_dirs,
 )
+from grefine_quality.trained import TRAINED_MANIFEST, trained_files
 
 log = logging.getLogger("grefine.quality")
 
@@ -135,17 +136,34 @@ def download_pq_prompts(base_url: str = PQ_BASE_URL, folder: str | Path | None =
     return dest
 
 
+def _check_hash(path: Path, factor: str) -> None:
+    """The released file's sha256, or else the one its own manifest records (trained files)."""
+    digest = sha256_of(path)
+    if digest == PQ_SHA256[factor]:
+        return
+    manifest = path.parent / TRAINED_MANIFEST
+    if not manifest.is_file():
+        raise InputError(
+            f"PQ prompt file {str(path)!r} has sha256 {digest}, but {pq_filename(factor)} "
+            f"must have {PQ_SHA256[factor]} (corrupted, truncated or a different file); "
+            f"re-download it from {PQ_BASE_URL}/{pq_filename(factor)} (prompts trained with "
+            f"grefine train-pq are checked against the {TRAINED_MANIFEST} beside them: none here)"
+        )
+    recorded = trained_files(manifest).get(path.name)
+    if recorded != digest:
+        said = f"records {recorded}" if recorded else "does not list it"
+        raise InputError(
+            f"PQ prompt file {str(path)!r} has sha256 {digest}, but its manifest "
+            f"{str(manifest)!r} {said}: the file changed after training or belongs elsewhere; "
+            "restore it or train again"
+        )
+
+
 def _read_prompt_file(path: Path, factor: str, verify_hash: bool) -> torch.Tensor:
     if not path.is_file():
         raise MissingWeightsError(f"PQ prompt file {str(path)!r} ({factor}) does not exist")
     if verify_hash:
-        digest = sha256_of(path)
-        if digest != PQ_SHA256[factor]:
-            raise InputError(
-                f"PQ prompt file {str(path)!r} has sha256 {digest}, but {pq_filename(factor)} "
-                f"must have {PQ_SHA256[factor]} (corrupted, truncated or a different file); "
-                f"re-download it from {PQ_BASE_URL}/{pq_filename(factor)}"
-            )
+        _check_hash(path, factor)
     try:
         obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
@@ -194,8 +212,8 @@ def load_pq_prompts(
     :param allow_download: when nothing is found, download from the authors' repository
         (:data:`grefine_quality.constants.PQ_BASE_URL`).
     :param download_dir: where downloads go (default ``~/.cache/grefine/pq_embeddings``).
-    :param verify_hash: check each file's sha256 against the released files (turn off only for
-        prompts you trained yourself).
+    :param verify_hash: check each file's sha256 against the released files or, for prompts
+        trained with ``grefine train-pq``, against the ``manifest.json`` written beside them.
     :returns: :class:`PQPrompts`.
     :raises MissingWeightsError: files not found (the message says where to put them).
     :raises InputError: corrupted / wrong-hash / mis-shaped files.

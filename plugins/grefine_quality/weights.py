@@ -13,6 +13,7 @@ from grefine_quality.constants import (
     pq_filename,
     pq_search_dirs,
 )
+from grefine_quality.trained import TRAINED_MANIFEST, trained_files
 
 
 def _factory(context: Any, default: str) -> Any:
@@ -41,12 +42,17 @@ def pq_prompt_weights(context: Any, default: str) -> list[dict[str, Any]]:
         (Path(d).expanduser() for d in folders if _has_all(Path(d).expanduser(), names)), None
     )
     target = home or Path(folders[0]).expanduser()
+    files = {pq_filename(f): PQ_SHA256[f] for f in PQ_FACTORS}
+    trained = home is not None and (home / TRAINED_MANIFEST).is_file()
+    if trained:  # grefine train-pq output: checked against its own manifest (docs/training.md)
+        recorded = trained_files(home / TRAINED_MANIFEST)
+        files = {name: recorded.get(name, digest) for name, digest in files.items()}
     return [
         {
             "name": "PQ-Map learned quality prompts (PQ-overall/technical/rational/natural.pth)",
             "present": home is not None,
             "source": PQ_BASE_URL,
-            "files": {pq_filename(f): PQ_SHA256[f] for f in PQ_FACTORS},
+            "files": files,
             "target": str(target),
             "size": "about 1.3 MB (4 x 317 kB)",
             "licence": "Apache-2.0 (Q-Future/Q-Refine)",
