@@ -94,7 +94,7 @@ def test_six_items_equal_the_local_engine_and_a_raising_item_is_recorded(ray_ses
     items.insert(3, (broken, "a broken file"))
     pipeline = GRefine(load_config(preset="tiny"))
     local = pipeline.refine_many(items, tmp_path / "local")
-    # Two actors for the first part: items reach the stages out of order.
+    # Two actors in the first pool (Ray decides how many get work).
     options = RayOptions(pools={"start": Pool(size=2, num_cpus=0.5)})
     seen = []
     remote = pipeline.refine_many(
@@ -117,7 +117,12 @@ def test_six_items_equal_the_local_engine_and_a_raising_item_is_recorded(ray_ses
 def test_assess_writes_to_a_uri_and_resumes_there(ray_session, tmp_path):
     items = make_items(tmp_path, 3)
     pipeline = GRefine(load_config(preset="tiny"))
-    uri = f"file://{tmp_path / 'bucket' / 'run1'}"
+    from pyarrow.fs import LocalFileSystem
+
+    from grefine_core.app.location import ArrowPath
+
+    folder = tmp_path / "bucket" / "run1"  # the object-store code path over a local filesystem
+    uri = ArrowPath(LocalFileSystem(), str(folder), f"file://{folder}")
     first = pipeline.refine_many(items, uri, mode="assess", engine="ray")
     assert [o.status for o in first.outcomes] == ["done"] * 3
     local = pipeline.refine_many(items, tmp_path / "local", mode="assess")
@@ -236,8 +241,15 @@ def test_pools_mixing_gpu_and_cpu_actors_need_a_device(tmp_path):
         )
 
 
+def test_pools_that_fit_per_actor_but_not_in_all_are_refused(ray_session, tmp_path):
+    options = RayOptions(pools={p: Pool(size=2, num_cpus=1.0) for p in ("start", "stage1")})
+    pipeline = GRefine(load_config(preset="tiny"))  # 2 + 2 + 0.5 CPUs asked, 2 there
+    with pytest.raises(UsageError, match=r"ask for 4.5 CPU\(s\) in all \(1 per actor at most\)"):
+        pipeline.refine_many(make_items(tmp_path, 1), tmp_path / "o", engine="ray", ray=options)
+
+
 def test_a_pool_this_machine_cannot_place_is_refused_not_awaited(ray_session, tmp_path):
     options = RayOptions(pools={"stage1": Pool(num_gpus=1)})  # no GPU here; device = cpu
     pipeline = GRefine(load_config(preset="tiny"))
-    with pytest.raises(UsageError, match=r"asks for 1 GPU\(s\) per actor, the Ray cluster has 0"):
+    with pytest.raises(UsageError, match=r"ask for 1 GPU\(s\) in all .*the Ray cluster has 0"):
         pipeline.refine_many(make_items(tmp_path, 1), tmp_path / "o", engine="ray", ray=options)

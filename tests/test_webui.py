@@ -140,8 +140,10 @@ def upload(page, path):
     page.locator("#upload input[type=file]").set_input_files(str(path))
 
 
-def mask_src(page):
-    return page.locator("#mask img").first.get_attribute("src")
+def mask_line(page):
+    """The scores' "mask: N% of pixels" line (what the tau slider changes)."""
+    lines = page.locator("#scores").inner_text().splitlines()
+    return next(line for line in lines if line.startswith("mask:"))
 
 
 def test_the_page_end_to_end(page_url, browser, tmp_path):
@@ -157,12 +159,15 @@ def test_the_page_end_to_end(page_url, browser, tmp_path):
     shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / "analysed.png"), full_page=True)
-    before = mask_src(page)
+    page.wait_for_timeout(1500)  # the sliders take the preset's own tau and dilation
+    before = mask_line(page)
     tau = page.locator("#tau input[type=number]")
-    tau.fill("0.9")
+    tau.fill("0.99")
     tau.press("Enter")
     page.wait_for_function(
-        "s => { const i = document.querySelector('#mask img'); return i && i.src !== s; }",
+        """s => { const t = document.querySelector('#scores').innerText;
+                  const m = t.split('\\n').find(l => l.startsWith('mask:'));
+                  return m && m !== s; }""",
         arg=before,
         timeout=60_000,
     )

@@ -117,7 +117,14 @@ def run_batch(
         from grefine_core.app.engine_ray import run_batch_ray
 
         return run_batch_ray(
-            pipeline, items, out_dir, mode=mode, resume=resume, on_item=on_item, options=ray
+            pipeline,
+            items,
+            out_dir,
+            mode=mode,
+            resume=resume,
+            on_item=on_item,
+            options=ray,
+            keep_results=keep_results,
         )
     if engine != "local":
         raise UsageError(f"engine must be 'local' or 'ray', got {engine!r}")

@@ -183,13 +183,16 @@ def check_resources(ray: Any, options: RayOptions, mode: str) -> None:
     parts = PARTS if mode == "refine" else PARTS[:1]
     have = ray.cluster_resources()
     for resource, key in (("GPU", "num_gpus"), ("CPU", "num_cpus")):
-        want = max(getattr(options.pool(part), key) for part in parts)
-        if want > have.get(resource, 0):
+        per_actor = max(getattr(options.pool(part), key) for part in parts)
+        total = sum(getattr(options.pool(p), key) * options.pool(p).size for p in parts)
+        there = have.get(resource, 0)
+        if per_actor > there or total > there:
             message = (
-                f"a Ray pool asks for {want:g} {resource}(s) per actor, the Ray cluster has "
-                f"{have.get(resource, 0):g}: lower it with --ray-pool PART=SIZE:GPUS:CPUS"
+                f"the Ray pools ask for {total:g} {resource}(s) in all ({per_actor:g} per actor "
+                f"at most), the Ray cluster has {there:g}: lower them with --ray-pool "
+                "PART=SIZE:GPUS:CPUS"
             )
-            if options.address is None:
+            if options.address is None:  # a fixed machine: Ray would wait forever
                 raise UsageError(message)
             log.warning("%s (waiting for the cluster to scale up)", message)
 
@@ -217,8 +220,10 @@ class WorkerSpec:
     config: Any
     extra_plugins: dict[str, Any]
     mode: str
-    out: str | None
+    out: Any
     threads: int | None
+    keep_results: bool = False
+    cwd: str = ""
 
 
 def run_batch_ray(
@@ -230,6 +235,7 @@ def run_batch_ray(
     resume: bool = True,
     on_item: Callable[[ItemOutcome], Any] | None = None,
     options: RayOptions | None = None,
+    keep_results: bool = False,
 ) -> BatchReport:
     """:func:`~grefine_core.app.batch.run_batch` on Ray: the same outputs, resume and failure
     rules; results are published by the workers (``out_dir`` None keeps them in the outcomes).
@@ -261,8 +267,10 @@ def run_batch_ray(
                 pipeline.config,
                 pipeline.extra_plugins,
                 mode,
-                None if out_dir is None else str(out_dir),
+                target.resolve() if isinstance(target, Path) else target,
                 options.threads or _torch_threads(),
+                keep_results,
+                os.getcwd(),  # relative input paths mean what they mean here
             )
             for outcome_index, outcome in _stream(ray, pending, spec, options):
                 outcomes[outcome_index] = outcome
@@ -332,9 +340,12 @@ def _stream(ray: Any, pending: list[Task], spec: WorkerSpec, options: RayOptions
         except GRefineError:
             raise
         except Exception as e:  # a worker died or could not start: the job, not one item
-            first = next((line for line in str(e).splitlines() if line.strip()), repr(e))
+            root = e
+            while root.__cause__ is not None or getattr(root, "cause", None) is not None:
+                root = root.__cause__ or root.cause  # Ray wraps the user's error
+            first = next((line for line in str(root).splitlines() if line.strip()), repr(root))
             raise GRefineError(
-                f"the Ray job failed: {type(e).__name__}: {first} (finished items are kept; "
+                f"the Ray job failed: {type(root).__name__}: {first} (finished items are kept; "
                 "rerun to resume)"
             ) from e
     finally:
@@ -353,6 +364,8 @@ class PartWorker:
             torch.set_num_threads(spec.threads)
         from grefine_core.pipeline import GRefine
 
+        if spec.cwd and os.path.isdir(spec.cwd):  # Ray workers keep the raylet's folder
+            os.chdir(spec.cwd)
         self.spec, self.part, self.last = spec, part, last
         self.pipeline = GRefine(spec.config, extra_plugins=spec.extra_plugins)
         self.target = output_target(spec.out) if spec.out is not None else None
@@ -363,8 +376,16 @@ class PartWorker:
         tasks = [self._step(pickle.loads(blob)) for blob in batch["task"]]
         return {
             "index": np.array([t.index for t in tasks]),
-            "task": np.array([pickle.dumps(t) for t in tasks], dtype=object),
+            "task": np.array([self._dumps(t) for t in tasks], dtype=object),
         }
+
+    @staticmethod
+    def _dumps(task: Task) -> bytes:
+        try:
+            return pickle.dumps(task)
+        except Exception as e:  # noqa: BLE001 - e.g. a plugin's unpicklable info: this item only
+            task.outcome, task.result = failure(task.item, e), None
+            return pickle.dumps(task)
 
     def _step(self, task: Task) -> Task:
         if task.outcome is not None:  # failed in an earlier part: pass it on
@@ -397,7 +418,8 @@ class PartWorker:
             pipe.advance(task.result, self.part)
 
     def _publish(self, task: Task) -> ItemOutcome:
+        keep = task.result if self.target is None or self.spec.keep_results else None
         if self.target is None:
-            return ItemOutcome(task.item, "done", result=task.result)
+            return ItemOutcome(task.item, "done", result=keep)
         paths = save_outcome(task.result, self.target, task.item.name, self.pipeline.config.output)
-        return ItemOutcome(task.item, "done", paths=paths)
+        return ItemOutcome(task.item, "done", result=keep, paths=paths)

@@ -88,14 +88,19 @@ class ArrowPath:
         self.fs.delete_file(self.path)
 
 
-def output_target(out: str | Path) -> Path | ArrowPath:
-    """The local folder, or the :class:`ArrowPath` of a URI.
+def output_target(out: str | Path | ArrowPath) -> Path | ArrowPath:
+    """The local folder (a path or a ``file://`` URI), or the :class:`ArrowPath` of any other
+    URI (an object store: ``s3://``, ``gs://``...); an :class:`ArrowPath` is taken as it is.
 
     :raises UsageError: a URI whose scheme pyarrow does not know (or whose filesystem extra,
         e.g. S3 support, is missing).
     """
+    if isinstance(out, ArrowPath):
+        return out
     if not is_uri(out):
         return Path(out)
+    if str(out).startswith("file://"):  # a local folder: the full local rules (lock, renames)
+        return Path(str(out)[len("file://") :])
     try:
         from pyarrow.fs import FileSystem
     except ImportError:
@@ -140,9 +145,15 @@ def publish_remote(
         final = item_paths(target, stem)
         try:
             new_maps = _local_files(local.get("maps"))
-            for rel in old.get("files", {}):  # old map files of ours the new item does not list
-                if rel.startswith(f"{stem}_maps/") and rel[len(stem) + 6 :] not in new_maps:
-                    (target / rel).delete()
+            ours = {
+                rel[len(stem) + 6 :]
+                for rel in old.get("files", {})
+                if rel.startswith(f"{stem}_maps/")
+            }
+            ours |= _marker_files(final["maps"])  # an interrupted upload's files too
+            for rel in sorted(ours - set(new_maps)):
+                if (final["maps"] / rel).exists():
+                    (final["maps"] / rel).delete()
             marker = final["maps"] / MAPS_MARKER
             if not new_maps and marker.exists():
                 marker.delete()

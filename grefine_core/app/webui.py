@@ -165,9 +165,9 @@ class Server:
         if strength is not None and base.slot_plugin("stage1") == "sdxl":
             plugins["sdxl"] = {"strength": float(strength), "strength_mode": "fixed"}
         pipe = self.pipeline(analysis.preset, analysis.disabled, {"plugins": plugins})
-        result = analysis.result
-        if section is not None:
-            result = with_mask(result, refuse(pipe, result))
+        # A copy: the analysis stays as it was for the next slider move or Refine.
+        mask = refuse(pipe, analysis.result) if section is not None else analysis.result.mask
+        result = with_mask(analysis.result, mask)
         # The report must say how this output was made: the sliders' settings, not the analysis's.
         result.fingerprint = pipe.fingerprint(
             analysis.path, analysis.prompt, analysis.seed, "refine"
@@ -289,28 +289,36 @@ def build_app(server: Server) -> Any:
 
     presets = preset_names()
 
+    stale = (None, gr.update(interactive=False))  # a new input: the old analysis is gone
+
     def on_upload(path):
         try:
             prompt, message = server.read_upload(path)
         except ValueError as e:
-            return gr.update(), f"⚠️ {e}", gr.update(value=None)
-        return (gr.update(value=prompt) if prompt else gr.update()), message, path
+            return gr.update(), f"⚠️ {e}", gr.update(value=None), *stale
+        return (gr.update(value=prompt) if prompt else gr.update()), message, path, *stale
 
     def on_preset(preset):
-        return gr.update(choices=server.plugins_of(preset), value=[])
+        return gr.update(choices=server.plugins_of(preset), value=[]), *stale
 
-    def on_analyse(path, prompt, preset, disabled, seed, tau, dilate):
+    def on_analyse(path, prompt, preset, disabled, seed):
+        keep = gr.update()
         try:
             analysis = server.analyse(path, prompt or "", preset, disabled or [], seed)
-            mask = server.remask(analysis, tau, dilate) if analysis.fuser else analysis.result.mask
         except (ValueError, GRefineError) as e:
             message = _short(e, path) if path else str(e)
-            return None, f"⚠️ {message}", None, None, None, [], gr.update(interactive=False)
+            off = gr.update(interactive=False)
+            return None, f"⚠️ {message}", None, None, None, [], off, keep, keep
+        mask = analysis.result.mask  # the preset's own settings; the sliders start from them
         pics = map_pictures(analysis.result, mask)
         text = scores_text(analysis.result, mask)
         highlights = phrase_highlights(analysis.result)
         refine = gr.update(interactive=True)
-        return analysis, text, pics["P"], pics["A"], pics["mask"], highlights, refine
+        tau = gr.update(value=analysis.fuser["tau"]) if "tau" in analysis.fuser else keep
+        dilate = (
+            gr.update(value=analysis.fuser["dilate_px"]) if "dilate_px" in analysis.fuser else keep
+        )
+        return analysis, text, pics["P"], pics["A"], pics["mask"], highlights, refine, tau, dilate
 
     def on_slider(analysis, tau, dilate):
         if analysis is None or not analysis.fuser:
@@ -378,12 +386,13 @@ def build_app(server: Server) -> Any:
                 with gr.Row():
                     png = gr.File(label="refined PNG", elem_id="png")
                     report = gr.File(label="JSON report", elem_id="report")
-        upload.change(on_upload, upload, [prompt, message, preview])
-        preset.change(on_preset, preset, disabled)
+        upload.change(on_upload, upload, [prompt, message, preview, state, refine])
+        preset.change(on_preset, preset, [disabled, state, refine])
+        prompt.input(lambda: stale, None, [state, refine])  # typed: analyse again first
         analyse.click(
             on_analyse,
-            [upload, prompt, preset, disabled, seed, tau, dilate],
-            [state, scores, p_map, a_map, mask, phrases, refine],
+            [upload, prompt, preset, disabled, seed],
+            [state, scores, p_map, a_map, mask, phrases, refine, tau, dilate],
             concurrency_limit=1,
         )
         for slider in (tau, dilate):
